@@ -1,0 +1,27 @@
+// Fashion-MNIST and MNIST loader: both ship the same four IDX files (train-images-idx3-ubyte,
+// train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz), so
+// one function reads a split of either into plain buffers of pixels and labels.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nd::data {
+
+// A labelled image classification set held as plain buffers (conversion to tensors is elsewhere).
+struct ImageClassSet {
+  int64_t count = 0;
+  int64_t channels = 0;
+  int64_t height = 0;
+  int64_t width = 0;
+  std::vector<uint8_t> pixels;  // (count, channels, height, width), row-major, 0..255
+  std::vector<int64_t> labels;  // (count), each in 0..num_classes-1
+  int64_t num_classes = 0;
+};
+
+// Reads the train (60000 images) or t10k (10000 images) split from dir, taking
+// <name>.gz when present and <name> otherwise. Checks that the images are 3-D uint8 of 28x28, the
+// labels 1-D uint8 in 0..9, and that both counts agree; throws nd::Error saying what to do.
+ImageClassSet load_mnist_split(const std::string& dir, bool train);
+
+}  // namespace nd::data

@@ -1,0 +1,154 @@
+// CPU heap allocation with counters, and the caching CUDA allocator (see allocator.h).
+#include "engine/allocator.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "kernels/error.h"
+#ifdef ND_WITH_CUDA
+#include "kernels/cuda_runtime_api.h"
+#endif
+
+namespace nd {
+
+namespace {
+
+constexpr size_t kAlignment = 512;  // rounding of CUDA block sizes; keeps the cache reusable
+
+struct Pool {
+  std::mutex mutex;
+  AllocatorStats stats;
+  std::multimap<size_t, void*> free_blocks;  // size -> cached block (CUDA only)
+  std::unordered_map<void*, size_t> in_use;  // block -> its size (CUDA only)
+};
+
+constexpr int kMaxDevices = 16;
+Pool& pool(Device d) {
+  static Pool cpu_pool;
+  static Pool cuda_pools[kMaxDevices];
+  if (d.is_cpu()) return cpu_pool;
+  ND_CHECK(d.index >= 0 && d.index < kMaxDevices, "device index out of range: ", d.index);
+  return cuda_pools[d.index];
+}
+
+void note_alloc(AllocatorStats& s, size_t bytes) {
+  s.bytes_in_use += int64_t(bytes);
+  if (s.bytes_in_use > s.peak_bytes_in_use) s.peak_bytes_in_use = s.bytes_in_use;
+}
+
+size_t round_up(size_t bytes) {
+  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+}
+
+#ifdef ND_WITH_CUDA
+void release_cached(Device d, Pool& p) {
+  kernels::cuda_set_device(d.index);
+  kernels::cuda_synchronize(kernels::cuda_stream(d.index));
+  for (auto& [size, ptr] : p.free_blocks) {
+    kernels::cuda_free(ptr);
+    p.stats.bytes_reserved -= int64_t(size);
+  }
+  p.free_blocks.clear();
+}
+#endif
+
+}  // namespace
+
+void* allocate(Device d, size_t bytes) {
+  Pool& p = pool(d);
+  if (d.is_cpu()) {
+    const size_t size = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    void* ptr = std::aligned_alloc(64, size);
+    if (!ptr)
+      throw OutOfMemoryError(detail::concat("out of host memory allocating ", bytes, " bytes"));
+    std::lock_guard<std::mutex> lock(p.mutex);
+    note_alloc(p.stats, bytes);
+    p.stats.bytes_reserved = p.stats.bytes_in_use;
+    p.stats.device_mallocs++;
+    return ptr;
+  }
+#ifdef ND_WITH_CUDA
+  const size_t size = round_up(std::max<size_t>(bytes, 1));
+  std::lock_guard<std::mutex> lock(p.mutex);
+  // Best fit among cached blocks, but never hand out a block more than twice the request.
+  auto it = p.free_blocks.lower_bound(size);
+  if (it != p.free_blocks.end() && it->first <= 2 * size) {
+    const size_t block = it->first;
+    void* ptr = it->second;
+    p.free_blocks.erase(it);
+    p.in_use.emplace(ptr, block);
+    note_alloc(p.stats, block);
+    p.stats.cache_hits++;
+    return ptr;
+  }
+  kernels::cuda_set_device(d.index);
+  void* ptr = nullptr;
+  try {
+    ptr = kernels::cuda_malloc(size);
+  } catch (const OutOfMemoryError&) {
+    release_cached(d, p);  // give the cache back and try once more
+    ptr = kernels::cuda_malloc(size);
+  }
+  p.stats.device_mallocs++;
+  p.stats.bytes_reserved += int64_t(size);
+  p.in_use.emplace(ptr, size);
+  note_alloc(p.stats, size);
+  return ptr;
+#else
+  (void)round_up;
+  ND_FAIL("this build has no CUDA support; cannot allocate on ", d.str());
+#endif
+}
+
+void deallocate(Device d, void* ptr, size_t bytes) {
+  if (!ptr) return;
+  Pool& p = pool(d);
+  if (d.is_cpu()) {
+    std::free(ptr);
+    std::lock_guard<std::mutex> lock(p.mutex);
+    p.stats.bytes_in_use -= int64_t(bytes);
+    p.stats.bytes_reserved = p.stats.bytes_in_use;
+    return;
+  }
+#ifdef ND_WITH_CUDA
+  (void)bytes;
+  std::lock_guard<std::mutex> lock(p.mutex);
+  auto it = p.in_use.find(ptr);
+  ND_CHECK(it != p.in_use.end(), "freeing a CUDA block the allocator does not know");
+  p.stats.bytes_in_use -= int64_t(it->second);
+  p.free_blocks.emplace(it->second, ptr);
+  p.in_use.erase(it);
+#endif
+}
+
+AllocatorStats allocator_stats(Device d) {
+  Pool& p = pool(d);
+  std::lock_guard<std::mutex> lock(p.mutex);
+  return p.stats;
+}
+
+void empty_cache(Device d) {
+#ifdef ND_WITH_CUDA
+  if (d.is_cuda()) {
+    Pool& p = pool(d);
+    std::lock_guard<std::mutex> lock(p.mutex);
+    release_cached(d, p);
+  }
+#else
+  (void)d;
+#endif
+}
+
+DeviceScratch::~DeviceScratch() {
+  for (auto& [ptr, bytes] : blocks_) deallocate(device_, ptr, bytes);
+}
+
+void* DeviceScratch::get(size_t bytes) {
+  void* p = allocate(device_, bytes);
+  blocks_.emplace_back(p, bytes);
+  return p;
+}
+
+}  // namespace nd

@@ -1,0 +1,42 @@
+// Memory for tensors. CPU: 64-byte aligned heap blocks. CUDA: a caching allocator per device that
+// keeps freed blocks for reuse, so steady-state training makes no new cudaMalloc; its counters
+// let tests assert that. All CUDA work runs on one stream per device, so a freed block may be
+// reused at once (stream order protects it).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/device.h"
+#include "kernels/common.h"
+
+namespace nd {
+
+struct AllocatorStats {
+  int64_t bytes_in_use = 0;  // held by live tensors
+  int64_t peak_bytes_in_use = 0;
+  int64_t bytes_reserved = 0;  // in use + cached (CUDA)
+  int64_t device_mallocs = 0;  // cudaMalloc calls so far (CUDA) / heap allocations (CPU)
+  int64_t cache_hits = 0;
+};
+
+void* allocate(Device d, size_t bytes);
+void deallocate(Device d, void* p, size_t bytes);
+AllocatorStats allocator_stats(Device d);
+// Returns cached, unused CUDA blocks to the driver.
+void empty_cache(Device d);
+
+// Scratch memory for one kernel call, backed by the allocator; released on destruction.
+class DeviceScratch : public kernels::Scratch {
+ public:
+  explicit DeviceScratch(Device d) : device_(d) {}
+  ~DeviceScratch() override;
+  void* get(size_t bytes) override;
+
+ private:
+  Device device_;
+  std::vector<std::pair<void*, size_t>> blocks_;
+};
+
+}  // namespace nd

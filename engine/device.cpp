@@ -1,0 +1,75 @@
+// Device and dtype helpers, and the parsing of --device specs.
+#include "engine/device.h"
+
+#include "kernels/error.h"
+#ifdef ND_WITH_CUDA
+#include "kernels/cuda_runtime_api.h"
+#endif
+
+namespace nd {
+
+size_t dtype_size(DType t) {
+  return kernels::elem_size(elem_type(t));
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32:
+      return "float32";
+    case DType::F64:
+      return "float64";
+    case DType::I32:
+      return "int32";
+    case DType::I64:
+      return "int64";
+    case DType::U8:
+      return "uint8";
+  }
+  return "?";
+}
+
+std::string Device::str() const {
+  return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);
+}
+
+bool cuda_built() {
+#ifdef ND_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() {
+#ifdef ND_WITH_CUDA
+  return kernels::cuda_device_count();
+#else
+  return 0;
+#endif
+}
+
+Device parse_device(const std::string& spec) {
+  if (spec == "cpu") return Device::cpu();
+  if (spec == "auto") return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();
+  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (spec.size() > 5) {
+      try {
+        index = std::stoi(spec.substr(5));
+      } catch (const std::exception&) {
+        ND_FAIL("bad device '", spec, "': expected cpu, cuda, cuda:N or auto");
+      }
+    }
+    ND_CHECK(cuda_built(), "--device ", spec,
+             ": this binary was built without CUDA (nvcc not found at configure time); use "
+             "--device cpu");
+    const int count = cuda_device_count();
+    ND_CHECK(count > 0, "--device ", spec, ": no CUDA device is visible; use --device cpu");
+    ND_CHECK(index >= 0 && index < count, "--device ", spec, ": only ", count,
+             " CUDA device(s) visible");
+    return Device::cuda(index);
+  }
+  ND_FAIL("bad device '", spec, "': expected cpu, cuda, cuda:N or auto");
+}
+
+}  // namespace nd

@@ -1,0 +1,44 @@
+// Element types and devices of tensors.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "kernels/elementwise.h"
+
+namespace nd {
+
+enum class DType : uint8_t { F32, F64, I32, I64, U8 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+inline kernels::ElemType elem_type(DType t) {
+  return static_cast<kernels::ElemType>(t);
+}
+inline bool is_floating(DType t) {
+  return t == DType::F32 || t == DType::F64;
+}
+
+enum class DeviceType : uint8_t { CPU, CUDA };
+
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+  static Device cpu() { return {}; }
+  static Device cuda(int index = 0) { return {DeviceType::CUDA, index}; }
+  bool is_cpu() const { return type == DeviceType::CPU; }
+  bool is_cuda() const { return type == DeviceType::CUDA; }
+  bool operator==(const Device& o) const {
+    return type == o.type && (is_cpu() || index == o.index);
+  }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  std::string str() const;
+};
+
+// True when this binary was built with CUDA kernels.
+bool cuda_built();
+// Number of usable CUDA devices (0 without a driver, a device, or a CUDA build).
+int cuda_device_count();
+// "auto" -> cuda:0 when a device exists, else cpu; "cpu"; "cuda" / "cuda:N". Throws on others.
+Device parse_device(const std::string& spec);
+
+}  // namespace nd

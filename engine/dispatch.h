@@ -1,0 +1,60 @@
+// Internal to engine/: picks the CPU reference (with T = float or double) or the CUDA kernel
+// (float32, on the tensor's device stream) for an op. A CUDA tensor never falls back to the CPU.
+#pragma once
+#include <initializer_list>
+
+#include "engine/tensor.h"
+#ifdef ND_WITH_CUDA
+#include "kernels/cuda_runtime_api.h"
+#endif
+
+namespace nd::detail {
+
+// cpu(tag) is called with a float or double tag value; cuda(stream) with the device's stream.
+template <typename CpuFn, typename CudaFn>
+void dispatch(const char* op, const Tensor& t, CpuFn&& cpu, CudaFn&& cuda) {
+  if (t.device().is_cuda()) {
+#ifdef ND_WITH_CUDA
+    ND_CHECK(t.dtype() == DType::F32, op, " on CUDA supports float32 only, got ",
+             dtype_name(t.dtype()));
+    kernels::cuda_set_device(t.device().index);
+    cuda(kernels::cuda_stream(t.device().index));
+#else
+    (void)cuda;
+    ND_FAIL(op, ": tensor on ", t.device().str(), " but this build has no CUDA support");
+#endif
+    return;
+  }
+  switch (t.dtype()) {
+    case DType::F32:
+      cpu(float{});
+      return;
+    case DType::F64:
+      cpu(double{});
+      return;
+    default:
+      ND_FAIL(op, " needs a floating-point tensor, got ", dtype_name(t.dtype()));
+  }
+}
+
+inline void check_same_device(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t || !t->defined()) continue;
+    if (!first) {
+      first = t;
+      continue;
+    }
+    ND_CHECK(t->device() == first->device(), op, ": tensors on different devices (",
+             first->device().str(), " and ", t->device().str(), ")");
+    ND_CHECK(t->dtype() == first->dtype() || !is_floating(t->dtype()), op, ": mixed dtypes ",
+             dtype_name(first->dtype()), " and ", dtype_name(t->dtype()));
+  }
+}
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
+}
+
+}  // namespace nd::detail

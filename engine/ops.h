@@ -1,0 +1,128 @@
+// The one dispatch point of the engine: ops:: checks shapes, dtypes and devices, calls the CPU
+// reference or the CUDA kernel of the family (never silently falling back to the CPU), and
+// records the backward for autograd. CPU ops take float32 or float64; CUDA ops float32.
+#pragma once
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/tensor.h"
+#include "kernels/batchnorm.h"
+#include "kernels/conv.h"
+#include "kernels/elementwise.h"
+#include "kernels/loss.h"
+#include "kernels/optimizer.h"
+
+namespace nd::ops {
+
+// ---- elementwise (binary ops broadcast like NumPy)
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor affine(const Tensor& x, double alpha, double beta);  // alpha * x + beta
+Tensor unary(kernels::UnaryOp op, const Tensor& x);
+inline Tensor relu(const Tensor& x) {
+  return unary(kernels::UnaryOp::Relu, x);
+}
+inline Tensor sigmoid(const Tensor& x) {
+  return unary(kernels::UnaryOp::Sigmoid, x);
+}
+inline Tensor tanh(const Tensor& x) {
+  return unary(kernels::UnaryOp::Tanh, x);
+}
+inline Tensor exp(const Tensor& x) {
+  return unary(kernels::UnaryOp::Exp, x);
+}
+inline Tensor log(const Tensor& x) {
+  return unary(kernels::UnaryOp::Log, x);
+}
+inline Tensor sqrt(const Tensor& x) {
+  return unary(kernels::UnaryOp::Sqrt, x);
+}
+inline Tensor neg(const Tensor& x) {
+  return unary(kernels::UnaryOp::Neg, x);
+}
+inline Tensor square(const Tensor& x) {
+  return unary(kernels::UnaryOp::Square, x);
+}
+inline Tensor silu(const Tensor& x) {
+  return unary(kernels::UnaryOp::Silu, x);
+}
+inline Tensor abs(const Tensor& x) {
+  return unary(kernels::UnaryOp::Abs, x);
+}
+Shape broadcast_shapes(const Shape& a, const Shape& b);
+// Sums a broadcast gradient back to `shape` (the backward of broadcasting).
+Tensor sum_to_shape(const Tensor& g, const Shape& shape);
+Tensor expand(const Tensor& x, const Shape& shape);  // broadcast copy
+
+// ---- reductions
+Tensor sum(const Tensor& x, std::vector<int64_t> axes, bool keepdim = false);
+Tensor sum(const Tensor& x);  // all elements -> scalar (shape {})
+Tensor mean(const Tensor& x, std::vector<int64_t> axes, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor argmax(const Tensor& x);  // (rows, cols) -> int64 (rows); not differentiable
+
+// ---- matmul
+Tensor matmul(const Tensor& a, const Tensor& b);  // (m,k)x(k,n) or batched (B,m,k)x(B,k,n)
+// y = x w^T + b; x (N, in), w (out, in), b (out) or undefined
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// ---- convolution
+struct Conv2dParams {
+  int64_t stride = 1, padding = 0, dilation = 1, groups = 1;
+};
+// x (N, C, H, W), w (O, C/groups, kh, kw), b (O) or undefined -> (N, O, Ho, Wo)
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p);
+// x (N, C, H, W) -> (N, C*kh*kw, Ho*Wo); backward is col2im
+Tensor im2col(const Tensor& x, int64_t kh, int64_t kw, const Conv2dParams& p);
+
+// ---- losses (mean over the batch); labels int64 (N) in [0, K)
+Tensor loss(kernels::LossKind kind, const Tensor& logits, const Tensor& labels);
+inline Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  return loss(kernels::LossKind::CrossEntropy, logits, labels);
+}
+inline Tensor l2_loss(const Tensor& logits, const Tensor& labels) {
+  return loss(kernels::LossKind::L2, logits, labels);
+}
+// Number of rows whose argmax equals the label.
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
+// ---- batch norm over (N, C) or (N, C, spatial...); gamma/beta/running_* may be undefined.
+// Training uses batch statistics and updates the running buffers in place.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
+                  Tensor running_var, bool training, double momentum, double eps);
+
+// ---- optimizers (in place, no autograd)
+void sgd_step(const kernels::SgdConfig& c, Tensor& param, const Tensor& grad, Tensor& buf);
+void adam_step(const kernels::AdamConfig& c, Tensor& param, const Tensor& grad, Tensor& m,
+               Tensor& v);
+
+}  // namespace nd::ops
+
+namespace nd {
+inline Tensor operator+(const Tensor& a, const Tensor& b) {
+  return ops::add(a, b);
+}
+inline Tensor operator-(const Tensor& a, const Tensor& b) {
+  return ops::sub(a, b);
+}
+inline Tensor operator*(const Tensor& a, const Tensor& b) {
+  return ops::mul(a, b);
+}
+inline Tensor operator/(const Tensor& a, const Tensor& b) {
+  return ops::div(a, b);
+}
+inline Tensor operator*(const Tensor& a, double s) {
+  return ops::affine(a, s, 0);
+}
+inline Tensor operator*(double s, const Tensor& a) {
+  return ops::affine(a, s, 0);
+}
+inline Tensor operator+(const Tensor& a, double s) {
+  return ops::affine(a, 1, s);
+}
+inline Tensor operator-(const Tensor& a) {
+  return ops::neg(a);
+}
+}  // namespace nd

@@ -1,0 +1,26 @@
+// Thin wrappers over the CUDA runtime that engine/ needs (device count, raw allocation, copies,
+// the per-device stream and library handles), so engine/ compiles without CUDA headers.
+// Only defined when the build has CUDA (ND_WITH_CUDA).
+#pragma once
+#include <string>
+
+#include "kernels/common.h"
+
+namespace nd::kernels {
+
+int cuda_device_count();  // 0 when no driver or device
+void cuda_set_device(int index);
+int cuda_current_device();
+std::string cuda_device_name(int index);
+// Raw allocation; throws nd::OutOfMemoryError naming the request when the device is full.
+void* cuda_malloc(size_t bytes);
+void cuda_free(void* p);
+void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s);
+void cuda_memcpy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s);  // synchronous
+void cuda_memcpy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s);
+void cuda_synchronize(cudaStream_t s);
+// The stream all engine work on `device` is queued on (created on first use).
+cudaStream_t cuda_stream(int device);
+size_t cuda_free_memory(int device);
+
+}  // namespace nd::kernels

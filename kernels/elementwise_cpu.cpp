@@ -1,0 +1,295 @@
+// CPU reference of the elementwise family (see elementwise.h): plain loops over float/double.
+#include <cmath>
+#include <cstring>
+
+#include "kernels/elementwise.h"
+
+namespace nd::kernels {
+
+size_t elem_size(ElemType t) {
+  switch (t) {
+    case ElemType::F32:
+      return 4;
+    case ElemType::F64:
+      return 8;
+    case ElemType::I32:
+      return 4;
+    case ElemType::I64:
+      return 8;
+    case ElemType::U8:
+      return 1;
+  }
+  return 0;
+}
+
+namespace {
+template <typename T>
+T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+}  // namespace
+
+template <typename T>
+void unary_forward_cpu(UnaryOp op, const T* x, T* y, int64_t n) {
+  switch (op) {
+    case UnaryOp::Relu:
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+      break;
+    case UnaryOp::Sigmoid:
+      for (int64_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]);
+      break;
+    case UnaryOp::Tanh:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+      break;
+    case UnaryOp::Exp:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+      break;
+    case UnaryOp::Log:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]);
+      break;
+    case UnaryOp::Sqrt:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
+      break;
+    case UnaryOp::Neg:
+      for (int64_t i = 0; i < n; ++i) y[i] = -x[i];
+      break;
+    case UnaryOp::Square:
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
+      break;
+    case UnaryOp::Silu:
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid(x[i]);
+      break;
+    case UnaryOp::Abs:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::abs(x[i]);
+      break;
+  }
+}
+
+template <typename T>
+void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n) {
+  switch (op) {
+    case UnaryOp::Relu:
+      for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : T(0);
+      break;
+    case UnaryOp::Sigmoid:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
+      break;
+    case UnaryOp::Tanh:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+      break;
+    case UnaryOp::Exp:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i];
+      break;
+    case UnaryOp::Log:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] / x[i];
+      break;
+    case UnaryOp::Sqrt:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * T(0.5) / y[i];
+      break;
+    case UnaryOp::Neg:
+      for (int64_t i = 0; i < n; ++i) dx[i] = -dy[i];
+      break;
+    case UnaryOp::Square:
+      for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * T(2) * x[i];
+      break;
+    case UnaryOp::Silu:
+      for (int64_t i = 0; i < n; ++i) {
+        T s = sigmoid(x[i]);
+        dx[i] = dy[i] * s * (T(1) + x[i] * (T(1) - s));
+      }
+      break;
+    case UnaryOp::Abs:
+      for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : (x[i] < T(0) ? -dy[i] : T(0));
+      break;
+  }
+}
+
+namespace {
+template <typename T, typename F>
+void binary_loop(const T* a, const T* b, T* out, const BroadcastLayout& l, F f) {
+  const int64_t n = l.numel();
+  // Fast path: both operands contiguous with the output's shape.
+  bool a_dense = true, b_dense = true;
+  int64_t expect = 1;
+  for (int d = l.ndim - 1; d >= 0; --d) {
+    if (l.shape[d] != 1) {
+      a_dense = a_dense && l.stride_a[d] == expect;
+      b_dense = b_dense && l.stride_b[d] == expect;
+    }
+    expect *= l.shape[d];
+  }
+  if (a_dense && b_dense) {
+    for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+    return;
+  }
+  if (l.ndim == 0) {
+    out[0] = f(a[0], b[0]);
+    return;
+  }
+  // Odometer over all but the last dimension; the last one is a strided inner loop.
+  int64_t idx[kMaxDims] = {};
+  const int last = l.ndim - 1;
+  const int64_t inner = l.shape[last], sa = l.stride_a[last], sb = l.stride_b[last];
+  int64_t off_a = 0, off_b = 0;
+  for (int64_t base = 0; base < n; base += inner) {
+    for (int64_t j = 0; j < inner; ++j) out[base + j] = f(a[off_a + j * sa], b[off_b + j * sb]);
+    for (int d = last - 1; d >= 0; --d) {
+      off_a += l.stride_a[d];
+      off_b += l.stride_b[d];
+      if (++idx[d] < l.shape[d]) break;
+      off_a -= l.stride_a[d] * l.shape[d];
+      off_b -= l.stride_b[d] * l.shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+}  // namespace
+
+template <typename T>
+void binary_forward_cpu(BinaryOp op, const T* a, const T* b, T* out, const BroadcastLayout& l) {
+  switch (op) {
+    case BinaryOp::Add:
+      binary_loop(a, b, out, l, [](T u, T v) { return u + v; });
+      break;
+    case BinaryOp::Sub:
+      binary_loop(a, b, out, l, [](T u, T v) { return u - v; });
+      break;
+    case BinaryOp::Mul:
+      binary_loop(a, b, out, l, [](T u, T v) { return u * v; });
+      break;
+    case BinaryOp::Div:
+      binary_loop(a, b, out, l, [](T u, T v) { return u / v; });
+      break;
+  }
+}
+
+template <typename T>
+void affine_cpu(const T* x, T* y, int64_t n, double alpha, double beta) {
+  const T a = T(alpha), b = T(beta);
+  for (int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b;
+}
+
+namespace {
+template <typename T>
+void fill_typed(T* y, int64_t n, T v) {
+  for (int64_t i = 0; i < n; ++i) y[i] = v;
+}
+
+template <typename T>
+void copy_strided_typed(const T* src, T* dst, const StridedLayout& l) {
+  const int64_t n = l.numel();
+  if (n == 0) return;
+  if (l.ndim == 0) {
+    dst[0] = src[0];
+    return;
+  }
+  int64_t idx[kMaxDims] = {};
+  const int last = l.ndim - 1;
+  const int64_t inner = l.shape[last], s = l.stride[last];
+  int64_t off = 0;
+  for (int64_t base = 0; base < n; base += inner) {
+    if (s == 1) {
+      std::memcpy(dst + base, src + off, sizeof(T) * inner);
+    } else {
+      for (int64_t j = 0; j < inner; ++j) dst[base + j] = src[off + j * s];
+    }
+    for (int d = last - 1; d >= 0; --d) {
+      off += l.stride[d];
+      if (++idx[d] < l.shape[d]) break;
+      off -= l.stride[d] * l.shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+template <typename From, typename To>
+void cast_typed(const From* src, To* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<To>(src[i]);
+}
+
+template <typename From>
+void cast_from(const From* src, void* dst, ElemType to, int64_t n) {
+  switch (to) {
+    case ElemType::F32:
+      cast_typed(src, static_cast<float*>(dst), n);
+      break;
+    case ElemType::F64:
+      cast_typed(src, static_cast<double*>(dst), n);
+      break;
+    case ElemType::I32:
+      cast_typed(src, static_cast<int32_t*>(dst), n);
+      break;
+    case ElemType::I64:
+      cast_typed(src, static_cast<int64_t*>(dst), n);
+      break;
+    case ElemType::U8:
+      cast_typed(src, static_cast<uint8_t*>(dst), n);
+      break;
+  }
+}
+}  // namespace
+
+void fill_cpu(void* y, ElemType t, int64_t n, double value) {
+  switch (t) {
+    case ElemType::F32:
+      fill_typed(static_cast<float*>(y), n, float(value));
+      break;
+    case ElemType::F64:
+      fill_typed(static_cast<double*>(y), n, value);
+      break;
+    case ElemType::I32:
+      fill_typed(static_cast<int32_t*>(y), n, int32_t(value));
+      break;
+    case ElemType::I64:
+      fill_typed(static_cast<int64_t*>(y), n, int64_t(value));
+      break;
+    case ElemType::U8:
+      fill_typed(static_cast<uint8_t*>(y), n, uint8_t(value));
+      break;
+  }
+}
+
+void copy_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l) {
+  switch (elem_size(t)) {
+    case 1:
+      copy_strided_typed(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), l);
+      break;
+    case 4:
+      copy_strided_typed(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), l);
+      break;
+    case 8:
+      copy_strided_typed(static_cast<const uint64_t*>(src), static_cast<uint64_t*>(dst), l);
+      break;
+  }
+}
+
+void cast_cpu(const void* src, ElemType from, void* dst, ElemType to, int64_t n) {
+  switch (from) {
+    case ElemType::F32:
+      cast_from(static_cast<const float*>(src), dst, to, n);
+      break;
+    case ElemType::F64:
+      cast_from(static_cast<const double*>(src), dst, to, n);
+      break;
+    case ElemType::I32:
+      cast_from(static_cast<const int32_t*>(src), dst, to, n);
+      break;
+    case ElemType::I64:
+      cast_from(static_cast<const int64_t*>(src), dst, to, n);
+      break;
+    case ElemType::U8:
+      cast_from(static_cast<const uint8_t*>(src), dst, to, n);
+      break;
+  }
+}
+
+#define ND_INSTANTIATE(T)                                                                        \
+  template void unary_forward_cpu<T>(UnaryOp, const T*, T*, int64_t);                            \
+  template void unary_backward_cpu<T>(UnaryOp, const T*, const T*, const T*, T*, int64_t);       \
+  template void binary_forward_cpu<T>(BinaryOp, const T*, const T*, T*, const BroadcastLayout&); \
+  template void affine_cpu<T>(const T*, T*, int64_t, double, double);
+ND_INSTANTIATE(float)
+ND_INSTANTIATE(double)
+#undef ND_INSTANTIATE
+
+}  // namespace nd::kernels

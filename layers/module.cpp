@@ -1,0 +1,120 @@
+// Module registry, naming, device moves and state dicts (see module.h).
+#include "layers/module.h"
+
+#include <set>
+
+namespace nd {
+
+Tensor& Module::register_parameter(const std::string& name, Tensor t) {
+  t.set_requires_grad(true);
+  params_.emplace_back(name, std::make_unique<Tensor>(t));
+  return *params_.back().second;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor t, bool host) {
+  buffers_.emplace_back(name, std::make_unique<Tensor>(t));
+  host_buffer_.push_back(host);
+  return *buffers_.back().second;
+}
+
+void Module::collect(const std::string& prefix, bool params,
+                     std::vector<std::pair<std::string, Tensor>>& out) const {
+  for (const auto& [name, t] : params ? params_ : buffers_) out.emplace_back(prefix + name, *t);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, out);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", true, out);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_children() const {
+  std::vector<std::pair<std::string, Module*>> out;
+  for (const auto& [name, child] : children_) out.emplace_back(name, child.get());
+  return out;
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  on_train_changed();
+  for (auto& [name, child] : children_) child->train(on);
+}
+
+void Module::to(Device d) {
+  auto move = [d](Tensor& t) {
+    if (!t.defined() || t.device() == d) return;
+    Tensor moved = t.detach().to(d);
+    TensorImpl& impl = t.impl();
+    impl.storage = moved.storage();
+    impl.offset = moved.offset();
+    impl.strides = moved.strides();
+    impl.grad = nullptr;
+  };
+  for (auto& [name, t] : params_) move(*t);
+  for (size_t i = 0; i < buffers_.size(); ++i)
+    if (!host_buffer_[i]) move(*buffers_[i].second);
+  for (auto& [name, child] : children_) child->to(d);
+}
+
+Device Module::device() const {
+  for (auto& [name, t] : named_parameters()) return t.device();
+  for (auto& [name, t] : named_buffers()) return t.device();
+  return Device::cpu();
+}
+
+std::map<std::string, Tensor> Module::state_dict() const {
+  std::map<std::string, Tensor> out;
+  for (auto& [name, t] : named_parameters()) out[name] = t;
+  for (auto& [name, t] : named_buffers()) out[name] = t;
+  return out;
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
+  std::set<std::string> expected;
+  auto load = [&](const std::string& name, Tensor& dst) {
+    expected.insert(name);
+    auto it = state.find(name);
+    ND_CHECK(it != state.end(), "state dict has no entry '", name, "' of shape ",
+             shape_str(dst.shape()));
+    ND_CHECK(it->second.shape() == dst.shape(), "state dict entry '", name, "' has shape ",
+             shape_str(it->second.shape()), ", the model expects ", shape_str(dst.shape()));
+    NoGradGuard no_grad;
+    dst.copy_(it->second);
+  };
+  for (auto& [name, t] : named_parameters()) load(name, t);
+  for (auto& [name, t] : named_buffers()) load(name, t);
+  for (const auto& [name, t] : state)
+    ND_CHECK(expected.count(name), "state dict entry '", name, "' does not exist in the model");
+}
+
+void Sequential::push_back(std::shared_ptr<Module> m) {
+  register_module(std::to_string(layers_.size()), m);
+  layers_.push_back(std::move(m));
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& l : layers_) h = l->forward(h);
+  return h;
+}
+
+}  // namespace nd

@@ -1,0 +1,79 @@
+// Module: the base of every layer and network. Holds named parameters, buffers and child
+// modules in registration order, so names come out as the reference's state_dict keys
+// (`layer1.0.conv1.weight`). Moving to a device swaps storage inside each tensor, so handles
+// held elsewhere (an optimizer's) stay valid.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "engine/tensor.h"
+
+namespace nd {
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+  virtual std::string type_name() const = 0;
+  // One line of settings for summaries, e.g. "784 -> 128, bias".
+  virtual std::string describe() const { return ""; }
+
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  std::vector<Tensor> parameters() const;
+  std::vector<std::pair<std::string, Module*>> named_children() const;
+  int64_t num_parameters() const;
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void to(Device d);
+  Device device() const;
+
+  // Every parameter and buffer by its full name (what checkpoints hold).
+  std::map<std::string, Tensor> state_dict() const;
+  // Copies values in; every name must be present with the same shape (errors name the key).
+  void load_state_dict(const std::map<std::string, Tensor>& state);
+
+ protected:
+  Tensor& register_parameter(const std::string& name, Tensor t);
+  // A host buffer stays on the CPU when the module moves (counters read and bumped every step).
+  Tensor& register_buffer(const std::string& name, Tensor t, bool host = false);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    children_.emplace_back(name, m);
+    return m;
+  }
+  virtual void on_train_changed() {}
+
+ private:
+  void collect(const std::string& prefix, bool params,
+               std::vector<std::pair<std::string, Tensor>>& out) const;
+  // unique_ptr keeps references returned by register_* valid as the vectors grow.
+  std::vector<std::pair<std::string, std::unique_ptr<Tensor>>> params_, buffers_;
+  std::vector<bool> host_buffer_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+// Runs children in order; children are named "0", "1", ... like torch.nn.Sequential.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  void push_back(std::shared_ptr<Module> m);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+  size_t size() const { return layers_.size(); }
+  Module& operator[](size_t i) { return *layers_.at(i); }
+
+ private:
+  std::vector<std::shared_ptr<Module>> layers_;
+};
+
+}  // namespace nd

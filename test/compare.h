@@ -1,0 +1,94 @@
+// Comparison helpers for tests (CPU and CUDA): require_close copies two tensors of any device and
+// dtype to host doubles, checks that their shapes agree and that every element satisfies
+// |got - want| <= atol + rtol * |want| (NaN matches only NaN, infinities only themselves), and on
+// the first mismatch FAILs with the caller's description, the index, both values, the number of
+// bad elements and the largest absolute error. max_abs gives the scale of a tensor, for
+// tolerances relative to the magnitude of a result. Header-only.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <iomanip>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "test/catch.h"
+
+namespace nd::test {
+
+// Host copy of any tensor's values as doubles (row-major, whatever its device, dtype or strides).
+inline std::vector<double> host_values(const nd::Tensor& t) {
+  return t.detach().to_vector<double>();
+}
+
+// Largest |x| over the tensor (0 for an empty one); NaNs are ignored.
+inline double max_abs(const nd::Tensor& t) {
+  double m = 0;
+  for (double v : host_values(t))
+    if (std::isfinite(v) || std::isinf(v)) m = std::max(m, std::abs(v));
+  return m;
+}
+
+// Row-major multi-index of flat element i of `shape`, as "(a, b, c)".
+inline std::string index_str(const nd::Shape& shape, int64_t i) {
+  std::vector<int64_t> idx(shape.size(), 0);
+  for (int64_t d = int64_t(shape.size()) - 1; d >= 0; --d) {
+    const int64_t n = std::max<int64_t>(shape[size_t(d)], 1);
+    idx[size_t(d)] = i % n;
+    i /= n;
+  }
+  return nd::shape_str(idx);
+}
+
+inline void require_close(const nd::Tensor& got, const nd::Tensor& want, double rtol, double atol,
+                          const std::string& what) {
+  if (!got.defined() || !want.defined()) {
+    FAIL(what << ": tensor undefined (got " << (got.defined() ? "defined" : "undefined")
+              << ", want " << (want.defined() ? "defined" : "undefined") << ")");
+  }
+  if (got.shape() != want.shape()) {
+    FAIL(what << ": shape " << nd::shape_str(got.shape()) << " differs from expected "
+              << nd::shape_str(want.shape()));
+  }
+  const std::vector<double> g = host_values(got);
+  const std::vector<double> w = host_values(want);
+  int64_t bad = 0, first = -1;
+  double max_err = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    bool ok;
+    double err = 0;
+    if (std::isnan(w[i]) || std::isnan(g[i])) {
+      ok = std::isnan(w[i]) && std::isnan(g[i]);
+    } else if (std::isinf(w[i]) || std::isinf(g[i])) {
+      ok = g[i] == w[i];
+    } else {
+      err = std::abs(g[i] - w[i]);
+      ok = err <= atol + rtol * std::abs(w[i]);
+    }
+    max_err = std::max(max_err, err);
+    if (!ok) {
+      ++bad;
+      if (first < 0) first = int64_t(i);
+    }
+  }
+  if (bad > 0) {
+    const size_t f = size_t(first);
+    std::ostringstream os;
+    os << std::setprecision(9) << what << ": " << bad << " of " << w.size()
+       << " elements differ (shape " << nd::shape_str(want.shape()) << ", rtol " << rtol
+       << ", atol " << atol << "); first at flat index " << first << " "
+       << index_str(want.shape(), first) << ": got " << g[f] << ", want " << w[f]
+       << " (|diff| " << std::abs(g[f] - w[f]) << ", allowed " << atol + rtol * std::abs(w[f])
+       << "); max abs error " << max_err;
+    FAIL(os.str());
+  }
+}
+
+// Exact equality (integer results, copies, casts).
+inline void require_equal(const nd::Tensor& got, const nd::Tensor& want, const std::string& what) {
+  require_close(got, want, 0.0, 0.0, what);
+}
+
+}  // namespace nd::test
