@@ -1,0 +1,198 @@
+// The CUDA runtime wrappers of cuda_runtime_api.h (device queries, raw allocation, copies, the one
+// engine stream per device) and the per-device cuBLAS/cuDNN/cuSOLVER handles of cuda_check.h.
+// Streams and handles are created lazily under a mutex and kept for the life of the process:
+// destroying them from static destructors could run after the CUDA runtime has shut down.
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda_check.h"
+#include "kernels/cuda_runtime_api.h"
+
+namespace nd::kernels {
+
+namespace {
+
+// Makes `device` current for one scope and restores the previous device afterwards.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    ND_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (device != previous_) ND_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() {
+    int now = previous_;
+    if (cudaGetDevice(&now) == cudaSuccess && now != previous_) (void)cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+void check_device_index(int index) {
+  const int count = cuda_device_count();
+  ND_CHECK(index >= 0 && index < count, "CUDA device ", index, " does not exist (", count,
+           " device(s) visible); pick an index in [0, ", count, ")");
+}
+
+int current_device() {
+  int d = 0;
+  ND_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+// One lazily created object per device, guarded by a mutex.
+template <typename H>
+class PerDevice {
+ public:
+  template <typename Create>
+  H get(int device, Create create) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (static_cast<int>(items_.size()) <= device) items_.resize(device + 1, H{});
+    if (!items_[device]) items_[device] = create();
+    return items_[device];
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<H> items_;
+};
+
+}  // namespace
+
+int cuda_device_count() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver or no device: not an error for a CPU-only run
+    return 0;
+  }
+  return n;
+}
+
+void cuda_set_device(int index) {
+  check_device_index(index);
+  ND_CUDA_CHECK(cudaSetDevice(index));
+}
+
+int cuda_current_device() {
+  return current_device();
+}
+
+std::string cuda_device_name(int index) {
+  check_device_index(index);
+  cudaDeviceProp prop{};
+  ND_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  return std::string(prop.name);
+}
+
+void* cuda_malloc(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaSuccess) return p;
+  (void)cudaGetLastError();
+  if (e != cudaErrorMemoryAllocation) {
+    detail::throw_cuda_error(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) (void)cudaGetLastError();
+  int device = -1;
+  (void)cudaGetDevice(&device);
+  constexpr double kMiB = 1024.0 * 1024.0;
+  throw OutOfMemoryError(nd::detail::concat(
+      "CUDA out of memory on device ", device, ": tried to allocate ", bytes, " bytes (",
+      bytes / kMiB, " MiB) with ", free_bytes, " bytes (", free_bytes / kMiB, " MiB) free of ",
+      total_bytes / kMiB, " MiB; reduce --batch-size"));
+}
+
+void cuda_free(void* p) {
+  if (p == nullptr) return;
+  const cudaError_t e = cudaFree(p);
+  // At process exit the runtime may already be gone; freeing then is harmless to skip.
+  if (e == cudaErrorCudartUnloading || e == cudaErrorContextIsDestroyed) {
+    (void)cudaGetLastError();
+    return;
+  }
+  ND_CUDA_CHECK(e);
+}
+
+void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes == 0) return;
+  ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+}
+
+void cuda_memcpy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes == 0) return;
+  ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+  ND_CUDA_CHECK(cudaStreamSynchronize(s));  // the caller reads dst right away
+}
+
+void cuda_memcpy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes == 0) return;
+  ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+}
+
+void cuda_synchronize(cudaStream_t s) {
+  ND_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+cudaStream_t cuda_stream(int device) {
+  static PerDevice<cudaStream_t> streams;
+  check_device_index(device);
+  return streams.get(device, [device] {
+    DeviceGuard guard(device);
+    cudaStream_t s = nullptr;
+    // Non-blocking: does not serialise with the legacy default stream used by other libraries.
+    ND_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  });
+}
+
+size_t cuda_free_memory(int device) {
+  check_device_index(device);
+  DeviceGuard guard(device);
+  size_t free_bytes = 0, total_bytes = 0;
+  ND_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
+
+cublasHandle_t cublas_handle(cudaStream_t s) {
+  static PerDevice<cublasHandle_t> handles;
+  cublasHandle_t h = handles.get(current_device(), [] {
+    cublasHandle_t created = nullptr;
+    ND_CUBLAS_CHECK(cublasCreate(&created));
+    // CUBLAS_DEFAULT_MATH keeps FP32 GEMMs in full FP32 (no TF32 tensor cores), so GPU results
+    // track the CPU reference; set explicitly rather than relying on the library default.
+    ND_CUBLAS_CHECK(cublasSetMathMode(created, CUBLAS_DEFAULT_MATH));
+    return created;
+  });
+  ND_CUBLAS_CHECK(cublasSetStream(h, s));
+  return h;
+}
+
+cudnnHandle_t cudnn_handle(cudaStream_t s) {
+  static PerDevice<cudnnHandle_t> handles;
+  cudnnHandle_t h = handles.get(current_device(), [] {
+    cudnnHandle_t created = nullptr;
+    ND_CUDNN_CHECK(cudnnCreate(&created));
+    return created;
+  });
+  ND_CUDNN_CHECK(cudnnSetStream(h, s));
+  return h;
+}
+
+cusolverDnHandle_t cusolver_handle(cudaStream_t s) {
+  static PerDevice<cusolverDnHandle_t> handles;
+  cusolverDnHandle_t h = handles.get(current_device(), [] {
+    cusolverDnHandle_t created = nullptr;
+    ND_CUSOLVER_CHECK(cusolverDnCreate(&created));
+    return created;
+  });
+  ND_CUSOLVER_CHECK(cusolverDnSetStream(h, s));
+  return h;
+}
+
+}  // namespace nd::kernels
