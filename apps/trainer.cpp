@@ -188,7 +188,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log) {
         << std::setprecision(2) << s.seconds << " s  " << std::setprecision(0) << s.images_per_s
         << " img/s" << std::endl;
     if (csv.is_open()) {
-      csv << s.epoch << "," << std::setprecision(8) << s.lr << "," << s.train_loss << ","
+      csv << std::fixed << s.epoch << "," << std::setprecision(8) << s.lr << "," << s.train_loss << ","
           << s.train_top1 << "," << s.test_loss << "," << s.test_top1 << "," << s.seconds << ","
           << std::setprecision(1) << s.images_per_s << "\n"
           << std::flush;

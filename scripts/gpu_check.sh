@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one-shot check for the lent GPU machine (H100/H200, minutes at a time): build with CUDA,
+# run the CUDA tests with ND_REQUIRE_GPU=1 (no device = failure), the CPU tests, the kernel
+# microbenchmarks and a short training run on the GPU; every log goes to $OUT (default
+# gpu-check-out/). Finishes within 8 minutes. Data the machine lacks travels in .gpu_carry/
+# (ignored by git): .gpu_carry/fashion-mnist/*.gz — prepare it with scripts/gpu_carry.sh.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-check-out}
+mkdir -p "$OUT"
+start=$(date +%s)
+status=0
+step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, record the outcome
+  local name=$1 limit=$2
+  shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  printf '%-12s rc=%-3s %4ss\n' "$name" "$rc" "$(($(date +%s) - t0))" | tee -a "$OUT/summary.txt"
+  [ $rc -eq 0 ] || status=1
+  return $rc
+}
+{ nvidia-smi; nvcc --version; cmake --version; } >"$OUT/machine.txt" 2>&1
+data=$PWD/.gpu_carry/fashion-mnist
+[ -d "$data" ] || data=/usr/share/datasets/fashion-mnist
+export ND_FASHION_MNIST_DIR=$data
+jobs=$(nproc)
+step configure 120 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DND_CUDA_ARCHITECTURES=90
+step build 300 cmake --build build -j"$jobs" || { cat "$OUT/build.log" | tail -40; exit 1; }
+ND_REQUIRE_GPU=1 step cuda_tests 180 ./build/bin/nd_cuda_tests
+step cpu_tests 120 ./build/bin/nd_tests
+step bench_ops 120 ./build/bin/nd-bench-ops --device cuda
+for norm in none bn; do
+  step "train_$norm" 90 ./build/bin/nd-train --arch mlp --norm "$norm" --epochs 3 --device cuda \
+    --data-dir "$data" --output "$OUT/train-$norm"
+done
+echo "total $(($(date +%s) - start)) s, status $status" | tee -a "$OUT/summary.txt"
+for f in cuda_tests cpu_tests; do tail -n 3 "$OUT/$f.log"; done
+tail -n 30 "$OUT/bench_ops.log"
+tail -n 4 "$OUT"/train_*.log
+exit $status
