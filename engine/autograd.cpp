@@ -1,6 +1,7 @@
 // The autograd graph walk (see autograd.h).
 #include "engine/autograd.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -13,8 +14,8 @@ thread_local bool g_grad_enabled = true;
 
 class LambdaNode : public Node {
  public:
-  LambdaNode(const char* name, BackwardFn fn) : name_(name), fn_(std::move(fn)) {}
-  std::vector<Tensor> apply(const Tensor& g) override {
+  LambdaNode(const char* name, MultiBackwardFn fn) : name_(name), fn_(std::move(fn)) {}
+  std::vector<Tensor> apply(const std::vector<Tensor>& g) override {
     ND_CHECK(fn_, "backward through '", name_,
              "' a second time: its saved tensors were freed by the first backward");
     return fn_(g);
@@ -24,14 +25,15 @@ class LambdaNode : public Node {
 
  private:
   const char* name_;
-  BackwardFn fn_;
+  MultiBackwardFn fn_;
 };
 
 // Adds gradients into a leaf tensor's .grad.
 class AccumulateGrad : public Node {
  public:
   explicit AccumulateGrad(std::shared_ptr<TensorImpl> leaf) : leaf_(std::move(leaf)) {}
-  std::vector<Tensor> apply(const Tensor& g) override {
+  std::vector<Tensor> apply(const std::vector<Tensor>& grads) override {
+    const Tensor& g = grads[0];
     Tensor leaf(leaf_);
     ND_CHECK(g.shape() == leaf.shape(), "gradient of shape ", shape_str(g.shape()),
              " for a leaf of shape ", shape_str(leaf.shape()));
@@ -45,10 +47,10 @@ class AccumulateGrad : public Node {
   std::shared_ptr<TensorImpl> leaf_;
 };
 
-std::shared_ptr<Node> edge_for(const Tensor& t) {
-  if (!t.defined() || !t.requires_grad()) return nullptr;
-  if (t.grad_fn()) return t.grad_fn();
-  return std::make_shared<AccumulateGrad>(t.impl_ptr());
+Edge edge_for(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return {};
+  if (t.grad_fn()) return {t.grad_fn(), t.impl().output_nr};
+  return {std::make_shared<AccumulateGrad>(t.impl_ptr()), 0};
 }
 }  // namespace
 
@@ -76,15 +78,25 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-Tensor record(Tensor out, const std::vector<Tensor>& inputs, const char* name,
-              BackwardFn backward) {
-  if (!any_requires_grad(inputs)) return out;
+std::vector<Tensor> record_multi(std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
+                                 const char* name, MultiBackwardFn backward) {
+  if (!any_requires_grad(inputs)) return outs;
   auto node = std::make_shared<LambdaNode>(name, std::move(backward));
+  node->num_outputs = int(outs.size());
   node->next.reserve(inputs.size());
   for (const Tensor& t : inputs) node->next.push_back(edge_for(t));
-  out.impl().grad_fn = node;
-  out.impl().requires_grad = true;
-  return out;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    outs[i].impl().grad_fn = node;
+    outs[i].impl().output_nr = int(i);
+    outs[i].impl().requires_grad = true;
+  }
+  return outs;
+}
+
+Tensor record(Tensor out, const std::vector<Tensor>& inputs, const char* name,
+              BackwardFn backward) {
+  return record_multi({std::move(out)}, inputs, name,
+                      [fn = std::move(backward)](const std::vector<Tensor>& g) { return fn(g[0]); })[0];
 }
 
 void run_backward(const Tensor& root, const Tensor& grad) {
@@ -92,37 +104,43 @@ void run_backward(const Tensor& root, const Tensor& grad) {
   ND_CHECK(grad.shape() == root.shape(), "backward seed of shape ", shape_str(grad.shape()),
            " for a tensor of shape ", shape_str(root.shape()));
   NoGradGuard no_grad;
-  std::shared_ptr<Node> start = edge_for(root);
+  const Edge start = edge_for(root);
   // Count, for every node reachable from start, how many edges point at it.
   std::unordered_map<Node*, int> pending;
-  std::vector<Node*> stack{start.get()};
-  std::unordered_set<Node*> seen{start.get()};
+  std::vector<Node*> stack{start.node.get()};
+  std::unordered_set<Node*> seen{start.node.get()};
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
-    for (const auto& e : n->next) {
-      if (!e) continue;
-      pending[e.get()]++;
-      if (seen.insert(e.get()).second) stack.push_back(e.get());
+    for (const Edge& e : n->next) {
+      if (!e.node) continue;
+      pending[e.node.get()]++;
+      if (seen.insert(e.node.get()).second) stack.push_back(e.node.get());
     }
   }
-  std::unordered_map<Node*, Tensor> grads{{start.get(), grad}};
-  std::vector<std::shared_ptr<Node>> ready{start};
+  // Gradients waiting for each node, one slot per output.
+  std::unordered_map<Node*, std::vector<Tensor>> grads;
+  grads[start.node.get()].resize(size_t(start.node->num_outputs));
+  grads[start.node.get()][size_t(start.output_nr)] = grad;
+  std::vector<std::shared_ptr<Node>> ready{start.node};
   while (!ready.empty()) {
     std::shared_ptr<Node> n = ready.back();
     ready.pop_back();
-    Tensor g = std::move(grads[n.get()]);
+    std::vector<Tensor> g = std::move(grads[n.get()]);
     grads.erase(n.get());
-    std::vector<Tensor> in_grads = g.defined() ? n->apply(g) : std::vector<Tensor>{};
+    const bool any = std::any_of(g.begin(), g.end(), [](const Tensor& t) { return t.defined(); });
+    std::vector<Tensor> in_grads = any ? n->apply(g) : std::vector<Tensor>{};
     n->release();
     for (size_t i = 0; i < n->next.size(); ++i) {
-      const std::shared_ptr<Node>& e = n->next[i];
-      if (!e) continue;
+      const Edge& e = n->next[i];
+      if (!e.node) continue;
       if (i < in_grads.size() && in_grads[i].defined()) {
-        Tensor& slot = grads[e.get()];
+        std::vector<Tensor>& slots = grads[e.node.get()];
+        slots.resize(size_t(e.node->num_outputs));
+        Tensor& slot = slots[size_t(e.output_nr)];
         slot = slot.defined() ? ops::add(slot, in_grads[i]) : in_grads[i];
       }
-      if (--pending[e.get()] == 0) ready.push_back(e);
+      if (--pending[e.node.get()] == 0) ready.push_back(e.node);
     }
   }
 }

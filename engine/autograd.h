@@ -12,16 +12,24 @@
 
 namespace nd {
 
+class Node;
+// Where an input's gradient goes: the node that produced it and which of its outputs it was.
+struct Edge {
+  std::shared_ptr<Node> node;  // null when the input needs no gradient
+  int output_nr = 0;
+};
+
 class Node {
  public:
   virtual ~Node() = default;
-  // Gradients with respect to each input, given the gradient of the output; undefined tensors
-  // mean "no gradient".
-  virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
+  // Gradients with respect to each input, given the gradients of the outputs (undefined where
+  // an output received none); undefined results mean "no gradient".
+  virtual std::vector<Tensor> apply(const std::vector<Tensor>& grad_outputs) = 0;
   virtual std::string name() const = 0;
   // Drops saved tensors after the backward has used them.
   virtual void release() {}
-  std::vector<std::shared_ptr<Node>> next;  // one per input; null when it needs no grad
+  int num_outputs = 1;
+  std::vector<Edge> next;  // one per input
 };
 
 // Grad mode is per thread. NoGradGuard turns it off in a scope (evaluation, optimizer steps).
@@ -38,6 +46,7 @@ class NoGradGuard {
 };
 
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+using MultiBackwardFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& grads)>;
 
 // True when an op over these inputs must record a node.
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
@@ -47,6 +56,10 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // `backward` (whose captures are released after use) with edges to `inputs`. Saved tensors
 // should be captured detached to avoid reference cycles. No-op when no input requires grad.
 Tensor record(Tensor out, const std::vector<Tensor>& inputs, const char* name, BackwardFn backward);
+// The same for an op with several outputs; `backward` receives one gradient per output
+// (undefined for outputs that got none) and returns one per input.
+std::vector<Tensor> record_multi(std::vector<Tensor> outs, const std::vector<Tensor>& inputs,
+                                 const char* name, MultiBackwardFn backward);
 
 // Runs the backward pass from `root` seeded with `grad` (same shape as root).
 void run_backward(const Tensor& root, const Tensor& grad);

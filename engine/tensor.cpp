@@ -213,22 +213,24 @@ Tensor Tensor::transpose(int64_t a, int64_t b) const {
   return permute(dims);
 }
 
-Tensor Tensor::slice(int64_t d, int64_t start, int64_t end) const {
+Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const {
   if (d < 0) d += dim();
   ND_CHECK(d >= 0 && d < dim(), "slice: dimension ", d, " out of range");
+  ND_CHECK(step >= 1, "slice: step must be >= 1, got ", step);
   const int64_t n = shape()[d];
   if (start < 0) start += n;
   if (end < 0) end += n;
   end = std::min(end, n);
   ND_CHECK(start >= 0 && start <= end, "slice: bad range [", start, ", ", end, ") of ", n);
-  Shape s = shape();
-  s[d] = end - start;
-  Tensor out = make_view(*this, s, strides(), offset() + start * strides()[d]);
+  Shape s = shape(), st = strides();
+  s[d] = (end - start + step - 1) / step;
+  st[d] *= step;
+  Tensor out = make_view(*this, s, st, offset() + start * strides()[d]);
   const Shape in_shape = shape();
-  return record(out, {*this}, "slice", [in_shape, d, start, end](const Tensor& g) {
-    // The gradient is g placed inside zeros: concatenate zero blocks around it.
+  return record(out, {*this}, "slice", [in_shape, d, start, end, step](const Tensor& g) {
+    // The gradient is g written into the sliced positions of zeros.
     Tensor full = Tensor::zeros(in_shape, g.dtype(), g.device());
-    full.slice(d, start, end).copy_(g);
+    full.slice(d, start, end, step).copy_(g);
     return std::vector<Tensor>{full};
   });
 }
@@ -257,22 +259,17 @@ void Tensor::copy_(const Tensor& src) {
     gather_contiguous(s, *this);
     return;
   }
-  // Strided destination: write through a contiguous staging copy of the destination's view by
-  // scattering element by element on the host (rare: gradients of slices, small tensors).
-  ND_CHECK(device().is_cpu(), "copy_ into a non-contiguous CUDA view is not supported");
+  // Strided destination (a view): scatter a contiguous copy of the source into it.
   Tensor sc = s.contiguous();
-  const size_t es = dtype_size(dtype());
-  const char* from = static_cast<const char*>(sc.raw_data());
-  char* base = static_cast<char*>(raw_data());
-  std::vector<int64_t> idx(dim(), 0);
-  for (int64_t i = 0; i < numel(); ++i) {
-    int64_t off = 0;
-    for (int64_t k = 0; k < dim(); ++k) off += idx[k] * strides()[k];
-    std::memcpy(base + off * int64_t(es), from + i * int64_t(es), es);
-    for (int64_t k = dim() - 1; k >= 0; --k) {
-      if (++idx[k] < shape()[k]) break;
-      idx[k] = 0;
-    }
+  const kernels::StridedLayout l = strided_layout(*this);
+  if (device().is_cuda()) {
+#ifdef ND_WITH_CUDA
+    kernels::cuda_set_device(device().index);
+    kernels::scatter_strided_cuda(sc.raw_data(), raw_data(), elem_type(dtype()), l,
+                                  kernels::cuda_stream(device().index));
+#endif
+  } else {
+    kernels::scatter_strided_cpu(sc.raw_data(), raw_data(), elem_type(dtype()), l);
   }
 }
 

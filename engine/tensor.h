@@ -48,6 +48,7 @@ struct TensorImpl {
   // autograd
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;     // set on results of differentiable ops
+  int output_nr = 0;  // which output of grad_fn this tensor is
   std::shared_ptr<TensorImpl> grad;  // accumulated gradient of a leaf
 };
 
@@ -89,7 +90,7 @@ class Tensor {
   Tensor flatten(int64_t start_dim = 1) const;
   Tensor permute(const std::vector<int64_t>& dims) const;
   Tensor transpose(int64_t a, int64_t b) const;
-  Tensor slice(int64_t dim, int64_t start, int64_t end) const;  // step 1
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
   Tensor to(Device d) const;
   Tensor to(DType t) const;  // not differentiable between float and integer types
   Tensor clone() const;

@@ -28,6 +28,8 @@ void affine_cpu(const T* x, T* y, int64_t n, double alpha, double beta);
 void fill_cpu(void* y, ElemType t, int64_t n, double value);
 // Gather a strided view (element offsets relative to src) into contiguous dst.
 void copy_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l);
+// The reverse: contiguous src written into the strided view l of dst (no overlapping elements).
+void scatter_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l);
 void cast_cpu(const void* src, ElemType from, void* dst, ElemType to, int64_t n);
 
 void unary_forward_cuda(UnaryOp op, const float* x, float* y, int64_t n, cudaStream_t s);
@@ -39,6 +41,8 @@ void affine_cuda(const float* x, float* y, int64_t n, double alpha, double beta,
 void fill_cuda(void* y, ElemType t, int64_t n, double value, cudaStream_t s);
 void copy_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayout& l,
                        cudaStream_t s);
+void scatter_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayout& l,
+                          cudaStream_t s);
 void cast_cuda(const void* src, ElemType from, void* dst, ElemType to, int64_t n, cudaStream_t s);
 
 }  // namespace nd::kernels

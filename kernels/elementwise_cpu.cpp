@@ -175,7 +175,8 @@ void fill_typed(T* y, int64_t n, T v) {
   for (int64_t i = 0; i < n; ++i) y[i] = v;
 }
 
-template <typename T>
+// Walks the strided view l in row-major order; kScatter writes into it instead of reading.
+template <typename T, bool kScatter>
 void copy_strided_typed(const T* src, T* dst, const StridedLayout& l) {
   const int64_t n = l.numel();
   if (n == 0) return;
@@ -188,7 +189,9 @@ void copy_strided_typed(const T* src, T* dst, const StridedLayout& l) {
   const int64_t inner = l.shape[last], s = l.stride[last];
   int64_t off = 0;
   for (int64_t base = 0; base < n; base += inner) {
-    if (s == 1) {
+    if (kScatter) {
+      for (int64_t j = 0; j < inner; ++j) dst[off + j * s] = src[base + j];
+    } else if (s == 1) {
       std::memcpy(dst + base, src + off, sizeof(T) * inner);
     } else {
       for (int64_t j = 0; j < inner; ++j) dst[base + j] = src[off + j * s];
@@ -249,18 +252,32 @@ void fill_cpu(void* y, ElemType t, int64_t n, double value) {
   }
 }
 
-void copy_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l) {
+namespace {
+template <bool kScatter>
+void copy_strided_any(const void* src, void* dst, ElemType t, const StridedLayout& l) {
   switch (elem_size(t)) {
     case 1:
-      copy_strided_typed(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), l);
+      copy_strided_typed<uint8_t, kScatter>(static_cast<const uint8_t*>(src),
+                                            static_cast<uint8_t*>(dst), l);
       break;
     case 4:
-      copy_strided_typed(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), l);
+      copy_strided_typed<uint32_t, kScatter>(static_cast<const uint32_t*>(src),
+                                             static_cast<uint32_t*>(dst), l);
       break;
     case 8:
-      copy_strided_typed(static_cast<const uint64_t*>(src), static_cast<uint64_t*>(dst), l);
+      copy_strided_typed<uint64_t, kScatter>(static_cast<const uint64_t*>(src),
+                                             static_cast<uint64_t*>(dst), l);
       break;
   }
+}
+}  // namespace
+
+void copy_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l) {
+  copy_strided_any<false>(src, dst, t, l);
+}
+
+void scatter_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l) {
+  copy_strided_any<true>(src, dst, t, l);
 }
 
 void cast_cpu(const void* src, ElemType from, void* dst, ElemType to, int64_t n) {

@@ -131,7 +131,8 @@ __global__ void fill_kernel(T* y, int64_t n, T value) {
   for (int64_t i = thread_index(); i < n; i += thread_stride()) y[i] = value;
 }
 
-template <typename T, typename Idx>
+// Gather (dst contiguous, src read through l) or, with kScatter, the reverse.
+template <typename T, typename Idx, bool kScatter>
 __global__ void copy_strided_kernel(const T* src, T* dst, StridedLayout l, int64_t n) {
   for (int64_t i = thread_index(); i < n; i += thread_stride()) {
     Idx rem = static_cast<Idx>(i);
@@ -142,7 +143,11 @@ __global__ void copy_strided_kernel(const T* src, T* dst, StridedLayout l, int64
       rem /= size;
     }
     if (l.ndim > 0) off += rem * l.stride[0];
-    dst[i] = src[off];
+    if (kScatter) {
+      dst[off] = src[i];
+    } else {
+      dst[i] = src[off];
+    }
   }
 }
 
@@ -219,16 +224,16 @@ void launch_fill(void* y, int64_t n, T value, cudaStream_t s) {
   ND_CUDA_CHECK_LAUNCH();
 }
 
-template <typename T>
+template <typename T, bool kScatter>
 void launch_copy_strided(const void* src, void* dst, const StridedLayout& l, int64_t n,
                          cudaStream_t s) {
   const int grid = grid_for(n, kBlock);
   const T* from = static_cast<const T*>(src);
   T* to = static_cast<T*>(dst);
   if (n <= kInt32Max) {
-    copy_strided_kernel<T, int32_t><<<grid, kBlock, 0, s>>>(from, to, l, n);
+    copy_strided_kernel<T, int32_t, kScatter><<<grid, kBlock, 0, s>>>(from, to, l, n);
   } else {
-    copy_strided_kernel<T, int64_t><<<grid, kBlock, 0, s>>>(from, to, l, n);
+    copy_strided_kernel<T, int64_t, kScatter><<<grid, kBlock, 0, s>>>(from, to, l, n);
   }
   ND_CUDA_CHECK_LAUNCH();
 }
@@ -368,10 +373,12 @@ void fill_cuda(void* y, ElemType t, int64_t n, double value, cudaStream_t s) {
   ND_FAIL("fill_cuda: unknown element type ", static_cast<int>(t));
 }
 
-void copy_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayout& in,
-                       cudaStream_t s) {
-  ND_CHECK(in.ndim >= 0 && in.ndim <= kMaxDims, "copy_strided_cuda: ndim ", in.ndim,
-           " outside [0, ", kMaxDims, "]");
+namespace {
+template <bool kScatter>
+void copy_strided_any(const char* what, const void* src, void* dst, ElemType t,
+                      const StridedLayout& in, cudaStream_t s) {
+  ND_CHECK(in.ndim >= 0 && in.ndim <= kMaxDims, what, ": ndim ", in.ndim, " outside [0, ",
+           kMaxDims, "]");
   const int64_t n = in.numel();
   if (n <= 0) return;
   const size_t esize = elem_size(t);
@@ -383,16 +390,27 @@ void copy_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayo
   }
   switch (esize) {
     case 1:
-      launch_copy_strided<uint8_t>(src, dst, l, n, s);
+      launch_copy_strided<uint8_t, kScatter>(src, dst, l, n, s);
       return;
     case 4:
-      launch_copy_strided<uint32_t>(src, dst, l, n, s);
+      launch_copy_strided<uint32_t, kScatter>(src, dst, l, n, s);
       return;
     case 8:
-      launch_copy_strided<uint64_t>(src, dst, l, n, s);
+      launch_copy_strided<uint64_t, kScatter>(src, dst, l, n, s);
       return;
   }
-  ND_FAIL("copy_strided_cuda: unsupported element size ", esize);
+  ND_FAIL(what, ": unsupported element size ", esize);
+}
+}  // namespace
+
+void copy_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayout& l,
+                       cudaStream_t s) {
+  copy_strided_any<false>("copy_strided_cuda", src, dst, t, l, s);
+}
+
+void scatter_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayout& l,
+                          cudaStream_t s) {
+  copy_strided_any<true>("scatter_strided_cuda", src, dst, t, l, s);
 }
 
 void cast_cuda(const void* src, ElemType from, void* dst, ElemType to, int64_t n, cudaStream_t s) {

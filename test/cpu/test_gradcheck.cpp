@@ -79,6 +79,8 @@ TEST_CASE("gradcheck: views and copies", "[gradcheck]") {
             {leaf({3, 4}, gen), leaf({4, 3}, gen)});
   gradcheck("slice", [](const V& v) { return ops::square(v[0].slice(1, 1, 3)); },
             {leaf({3, 5}, gen)});
+  gradcheck("slice with step", [](const V& v) { return ops::square(v[0].slice(0, 1, 7, 3)); },
+            {leaf({8, 2}, gen)});
   gradcheck("flatten", [](const V& v) { return ops::exp(v[0].flatten(1)); },
             {leaf({2, 2, 3}, gen)});
   gradcheck("clone", [](const V& v) { return ops::mul(v[0].clone(), v[0]); }, {leaf({5}, gen)});

@@ -51,6 +51,8 @@ TEST_CASE("views share storage and index correctly", "[tensor]") {
   CHECK(sl.to_vector<float>() == std::vector<float>{1, 2, 4, 5});
   Tensor p = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5, 6, 7}, {2, 2, 2}).permute({2, 0, 1});
   CHECK(p.contiguous().to_vector<float>() == std::vector<float>{0, 2, 4, 6, 1, 3, 5, 7});
+  Tensor stepped = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5, 6}, {7}).slice(0, 1, 7, 3);
+  CHECK(stepped.to_vector<float>() == std::vector<float>{1, 4});
   // Writing through a slice view changes the base.
   sl.copy_(Tensor::from_vector<float>({9, 9, 9, 9}, {2, 2}));
   CHECK(a.to_vector<float>() == std::vector<float>{0, 9, 9, 3, 9, 9});
