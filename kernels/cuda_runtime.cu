@@ -101,11 +101,11 @@ void* cuda_malloc(size_t bytes) {
   if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) (void)cudaGetLastError();
   int device = -1;
   (void)cudaGetDevice(&device);
-  constexpr double kMiB = 1024.0 * 1024.0;
+  constexpr size_t kMiB = size_t(1) << 20;  // whole MiB: no exponent notation in the message
   throw OutOfMemoryError(nd::detail::concat(
       "CUDA out of memory on device ", device, ": tried to allocate ", bytes, " bytes (",
-      bytes / kMiB, " MiB) with ", free_bytes, " bytes (", free_bytes / kMiB, " MiB) free of ",
-      total_bytes / kMiB, " MiB; reduce --batch-size"));
+      bytes / kMiB, " MiB) with ", free_bytes / kMiB, " MiB free of ", total_bytes / kMiB,
+      " MiB; reduce --batch-size"));
 }
 
 void cuda_free(void* p) {
