@@ -8,6 +8,7 @@
 #include "engine/tensor.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
+#include "kernels/deconv.h"
 #include "kernels/elementwise.h"
 #include "kernels/loss.h"
 #include "kernels/optimizer.h"
@@ -92,6 +93,24 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels);
 // Training uses batch statistics and updates the running buffers in place.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
                   Tensor running_var, bool training, double momentum, double eps);
+
+// ---- shape ops
+// Concatenates along `dim`; all other dims must agree.
+Tensor cat(const std::vector<Tensor>& parts, int64_t dim);
+Tensor eye(int64_t n, DType dtype = DType::F32, Device device = Device::cpu());
+
+// ---- fused network deconvolution (kernels/deconv.h; the composite oracle is in layers/)
+// x (N, C, H, W) -> mean (groups, nf), cov (groups, nf, nf) of the sampled patches.
+std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x, const kernels::SampledCovShape& s,
+                                             double eps);
+// x (rows, n) -> mean (n), cov (n, n) = Xc^T Xc / rows + eps I.
+std::pair<Tensor, Tensor> rows_covariance(const Tensor& x, double eps);
+// a (count, n, n) -> the coupled Newton-Schulz approximation of a^(-1/2) after `iters` steps.
+Tensor newton_schulz(const Tensor& a, int64_t iters);
+// w (O, ...) with O * s.row() elements, bias (O) or undefined, d (groups, nf, nf), mu
+// (groups, nf) -> folded weight (shape of w) and bias (O).
+std::pair<Tensor, Tensor> fold(const Tensor& w, const Tensor& bias, const Tensor& d,
+                               const Tensor& mu, const kernels::FoldShape& s);
 
 // ---- optimizers (in place, no autograd)
 void sgd_step(const kernels::SgdConfig& c, Tensor& param, const Tensor& grad, Tensor& buf);

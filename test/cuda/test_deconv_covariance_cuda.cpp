@@ -1,0 +1,276 @@
+// CUDA against the CPU reference (float32 on both sides) for the deconvolution covariance
+// (kernels/deconv_covariance_cuda.cu): covariance_sampled forward (mean, cov) and backward (dx,
+// with and without dmean) over the CPU test's shape table plus large cases (C 64 at 32x32 and
+// C 512 at 4x4, batch 128), and covariance_rows forward and backward. Inputs are made on the
+// host, copied to the device through the engine's tensors, and the kernels are called directly
+// with raw pointers, a DeviceScratch and the engine's stream. Built only with CUDA.
+#ifdef ND_WITH_CUDA
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/allocator.h"
+#include "engine/tensor.h"
+#include "kernels/cuda_runtime_api.h"
+#include "kernels/deconv.h"
+#include "test/catch.h"
+
+namespace {
+
+using nd::Device;
+using nd::DType;
+using nd::Tensor;
+using nd::kernels::SampledCovShape;
+
+const Device kCuda = Device::cuda(0);
+
+// ---- tolerances
+// The CPU reference accumulates in double; the GPU accumulates products in float registers over
+// a split of the rows (hundreds to a few thousand terms), adds splits in double, and the backward
+// uses an FP32 cuBLAS GEMM (no TF32) of length nf. Float summation of n terms errs by at most
+// ~n * 6e-8 of the sum of |terms| and typically by sqrt(n) * 6e-8, so 1e-3 relative plus 1e-4 of
+// the result's largest magnitude (covariance entries and gradients can be near zero through
+// cancellation, so a purely relative bound would be meaningless for them) passes rounding with a
+// wide margin, while any indexing error (a wrong pixel, a dropped block, a missed split) moves
+// entries by O(1) of the scale and fails.
+constexpr double kRtol = 1e-3;
+constexpr double kAtolScale = 1e-4;
+
+// {n, c, h, w, k, pad, dil, stride, block argument, groups}
+struct CovCase {
+  int64_t n, c, h, w, k, pad, dil, stride, block_arg, groups;
+};
+
+int64_t resolve_block(int64_t c, int64_t block, int64_t groups) {
+  if (groups > 1) return c / groups;
+  if (block > c) return c;
+  if (c % block != 0) return std::gcd(block, c);
+  return block;
+}
+
+SampledCovShape make_shape(const CovCase& cc) {
+  SampledCovShape s;
+  s.n = cc.n, s.c = cc.c, s.h = cc.h, s.w = cc.w, s.k = cc.k, s.pad = cc.pad, s.dil = cc.dil;
+  s.stride = cc.stride, s.groups = cc.groups;
+  s.block = resolve_block(cc.c, cc.block_arg, cc.groups);
+  return s;
+}
+
+std::string describe(const SampledCovShape& s) {
+  std::ostringstream os;
+  os << "N=" << s.n << " C=" << s.c << " H=" << s.h << " W=" << s.w << " k=" << s.k
+     << " pad=" << s.pad << " dil=" << s.dil << " s=" << s.stride << " B=" << s.block
+     << " groups=" << s.groups << " (nf=" << s.nf() << ", R=" << s.rows() << ")";
+  return os.str();
+}
+
+std::vector<float> random_values(int64_t count, uint64_t seed, float lo, float hi) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<size_t>(count));
+  for (float& e : v) e = dist(gen);
+  return v;
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float e : v) m = std::max(m, std::abs(static_cast<double>(e)));
+  return m;
+}
+
+// |got - want| <= kRtol |want| + kAtolScale max|want| element-wise; `why` describes the first
+// failure, the number of bad elements and the largest error.
+bool close(const std::vector<float>& got, const std::vector<float>& want, std::string& why) {
+  if (got.size() != want.size()) {
+    why = "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
+    return false;
+  }
+  const double atol = kAtolScale * max_abs(want);
+  int64_t bad = 0;
+  double max_err = 0;
+  std::ostringstream os;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(static_cast<double>(got[i]) - want[i]);
+    max_err = std::max(max_err, std::isnan(err) ? std::numeric_limits<double>::infinity() : err);
+    if (!(err <= atol + kRtol * std::abs(static_cast<double>(want[i])))) {
+      if (bad == 0) os << "first bad index " << i << ": got " << got[i] << ", want " << want[i];
+      ++bad;
+    }
+  }
+  os << "; " << bad << " bad of " << got.size() << ", max abs error " << max_err << " (atol "
+     << atol << ")";
+  why = os.str();
+  return bad == 0;
+}
+
+#define CHECK_CLOSE(got, want, what)             \
+  do {                                           \
+    std::string why_;                            \
+    const bool ok_ = close((got), (want), why_); \
+    INFO(what << ": " << why_);                  \
+    CHECK(ok_);                                  \
+  } while (0)
+
+Tensor device_tensor(const std::vector<float>& v) {
+  return Tensor::from_vector(v, {static_cast<int64_t>(v.size())}).to(kCuda);
+}
+
+Tensor device_nan(int64_t count) {
+  return Tensor::full({count}, std::numeric_limits<double>::quiet_NaN(), DType::F32, kCuda);
+}
+
+std::vector<float> host(const Tensor& t) {
+  return t.to_vector<float>();
+}
+
+const std::vector<CovCase> kCases = {
+    // the CPU test's table
+    {2, 128, 7, 7, 3, 1, 1, 3, 64, 1},
+    {2, 96, 7, 9, 3, 1, 1, 3, 64, 1},
+    {1, 96, 7, 9, 3, 1, 1, 3, 64, 1},
+    {2, 3, 11, 13, 3, 1, 1, 3, 64, 1},
+    {2, 65, 6, 5, 3, 1, 1, 2, 64, 1},
+    {3, 8, 7, 9, 3, 0, 1, 3, 4, 1},
+    {2, 8, 7, 9, 3, 2, 1, 3, 4, 1},
+    {2, 6, 9, 8, 3, 2, 2, 2, 2, 1},
+    {2, 4, 6, 7, 3, 1, 1, 1, 2, 1},
+    {1, 5, 9, 9, 5, 2, 1, 3, 64, 1},
+    {2, 16, 7, 9, 1, 0, 1, 3, 8, 1},
+    {4, 16, 8, 8, 1, 0, 1, 6, 8, 1},
+    {1, 12, 7, 9, 1, 0, 1, 1, 64, 1},
+    {2, 8, 6, 6, 3, 1, 1, 2, 64, 2},
+    {2, 12, 7, 5, 1, 0, 1, 3, 64, 3},
+    {2, 6, 7, 9, 3, 1, 1, 3, 64, 6},
+    {2, 4, 9, 8, 7, 3, 1, 3, 64, 4},
+    {1, 32, 9, 7, 3, 1, 2, 3, 64, 32},
+    {2, 2, 8, 8, 3, 1, 1, 3, 64, 1},
+    {2, 2, 8, 8, 3, 0, 1, 3, 64, 1},
+    // primes and sizes that are not multiples of the tiles, more rows than one split
+    {7, 37, 13, 11, 3, 1, 1, 3, 64, 1},   // B 37 (> C rule), nf 333: 6 x 6 tiles of 64
+    {5, 24, 17, 19, 3, 1, 1, 1, 64, 1},   // gcd: B 8, 3 blocks, nf 72, s 1
+    {16, 3, 32, 32, 3, 1, 1, 3, 64, 1},   // first layer: nf 27, many splits
+    {8, 96, 16, 16, 3, 1, 1, 3, 64, 96},  // depthwise over many groups
+    {9, 40, 10, 10, 1, 0, 1, 3, 16, 1},   // k 1, gcd: B 8, nf 8
+    // large cases
+    {128, 64, 32, 32, 3, 1, 1, 3, 64, 1},  // ResNet stage 1: nf 576, R 15488
+    {128, 512, 4, 4, 3, 1, 1, 3, 64, 1},   // deep stage: 8 blocks of nf 576
+    {128, 512, 4, 4, 1, 0, 1, 3, 64, 1},   // 1x1 on the deep stage
+};
+
+TEST_CASE("covariance_sampled CUDA matches the CPU reference", "[cuda][deconv_cov]") {
+  cudaStream_t st = nd::kernels::cuda_stream(0);
+  const double eps = 1e-5;
+  uint64_t seed = 7;
+  for (const CovCase& cc : kCases) {
+    const SampledCovShape s = make_shape(cc);
+    INFO(describe(s));
+    const int64_t nf = s.nf(), m = s.matrices();
+    const int64_t nx = s.n * s.c * s.h * s.w;
+    // Values around 0.5 so centring matters (like post-activation features).
+    const std::vector<float> x = random_values(nx, seed, -1.0f, 2.0f);
+    const std::vector<float> r1 = random_values(m * nf * nf, seed + 1, -1.0f, 1.0f);
+    const std::vector<float> r2 = random_values(m * nf, seed + 2, -1.0f, 1.0f);
+    seed += 3;
+
+    // CPU reference.
+    std::vector<float> mean(static_cast<size_t>(m * nf)), cov(static_cast<size_t>(m * nf * nf));
+    std::vector<float> dx(static_cast<size_t>(nx)), dx_nomean(static_cast<size_t>(nx));
+    nd::kernels::covariance_sampled_forward_cpu<float>(s, eps, x.data(), mean.data(), cov.data());
+    nd::kernels::covariance_sampled_backward_cpu<float>(s, x.data(), mean.data(), r2.data(),
+                                                        r1.data(), dx.data());
+    nd::kernels::covariance_sampled_backward_cpu<float>(s, x.data(), mean.data(), nullptr,
+                                                        r1.data(), dx_nomean.data());
+
+    // CUDA; outputs start as NaN so anything left unwritten fails.
+    const Tensor xd = device_tensor(x), r1d = device_tensor(r1), r2d = device_tensor(r2);
+    const Tensor meand = device_nan(m * nf), covd = device_nan(m * nf * nf);
+    const Tensor dxd = device_nan(nx), dxd_nomean = device_nan(nx);
+    {
+      nd::DeviceScratch scratch(kCuda);
+      nd::kernels::covariance_sampled_forward_cuda(s, eps, xd.data<float>(), meand.data<float>(),
+                                                   covd.data<float>(), scratch, st);
+    }
+    {
+      nd::DeviceScratch scratch(kCuda);
+      nd::kernels::covariance_sampled_backward_cuda(s, xd.data<float>(), meand.data<float>(),
+                                                    r2d.data<float>(), r1d.data<float>(),
+                                                    dxd.data<float>(), scratch, st);
+      nd::kernels::covariance_sampled_backward_cuda(s, xd.data<float>(), meand.data<float>(),
+                                                    nullptr, r1d.data<float>(),
+                                                    dxd_nomean.data<float>(), scratch, st);
+    }
+    const std::vector<float> gmean = host(meand), gcov = host(covd);
+    CHECK_CLOSE(gmean, mean, "mean");
+    CHECK_CLOSE(gcov, cov, "cov");
+    bool symmetric = true;
+    for (int64_t g = 0; g < m; ++g)
+      for (int64_t a = 0; a < nf; ++a)
+        for (int64_t b = 0; b < nf; ++b)
+          symmetric = symmetric && gcov[(g * nf + a) * nf + b] == gcov[(g * nf + b) * nf + a];
+    CHECK(symmetric);
+    CHECK_CLOSE(host(dxd), dx, "dx");
+    CHECK_CLOSE(host(dxd_nomean), dx_nomean, "dx (dmean null)");
+    // Pixels no patch reads are exactly zero on both sides.
+    const std::vector<float> gdx = host(dxd);
+    int64_t zero_mismatch = 0;
+    for (size_t i = 0; i < dx.size(); ++i)
+      if ((dx[i] == 0.0f) != (gdx[i] == 0.0f)) ++zero_mismatch;
+    CHECK(zero_mismatch == 0);
+  }
+}
+
+TEST_CASE("covariance_rows CUDA matches the CPU reference", "[cuda][deconv_cov]") {
+  cudaStream_t st = nd::kernels::cuda_stream(0);
+  // {rows, n}: 1, primes, not multiples of 32, Delinear (N*F/B, 512) and ChannelDeconv shapes.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {1, 1}, {2, 3}, {7, 5}, {64, 9}, {13, 32}, {100, 17}, {1000, 33}, {128, 512}, {25088, 32}};
+  uint64_t seed = 300;
+  for (const auto& [rows, n] : shapes) {
+    INFO("rows=" << rows << " n=" << n);
+    const double eps = 1e-3;
+    const std::vector<float> x = random_values(rows * n, seed, -1.0f, 2.0f);
+    const std::vector<float> r1 = random_values(n * n, seed + 1, -1.0f, 1.0f);
+    const std::vector<float> r2 = random_values(n, seed + 2, -1.0f, 1.0f);
+    seed += 3;
+    std::vector<float> mean(static_cast<size_t>(n)), cov(static_cast<size_t>(n * n));
+    std::vector<float> dx(static_cast<size_t>(rows * n)), dx_nomean(dx.size());
+    nd::kernels::covariance_rows_forward_cpu<float>(rows, n, eps, x.data(), mean.data(),
+                                                    cov.data());
+    nd::kernels::covariance_rows_backward_cpu<float>(rows, n, x.data(), mean.data(), r2.data(),
+                                                     r1.data(), dx.data());
+    nd::kernels::covariance_rows_backward_cpu<float>(rows, n, x.data(), mean.data(), nullptr,
+                                                     r1.data(), dx_nomean.data());
+    const Tensor xd = device_tensor(x), r1d = device_tensor(r1), r2d = device_tensor(r2);
+    const Tensor meand = device_nan(n), covd = device_nan(n * n);
+    const Tensor dxd = device_nan(rows * n), dxd_nomean = device_nan(rows * n);
+    {
+      nd::DeviceScratch scratch(kCuda);
+      nd::kernels::covariance_rows_forward_cuda(rows, n, eps, xd.data<float>(), meand.data<float>(),
+                                                covd.data<float>(), scratch, st);
+      nd::kernels::covariance_rows_backward_cuda(rows, n, xd.data<float>(), meand.data<float>(),
+                                                 r2d.data<float>(), r1d.data<float>(),
+                                                 dxd.data<float>(), scratch, st);
+      nd::kernels::covariance_rows_backward_cuda(rows, n, xd.data<float>(), meand.data<float>(),
+                                                 nullptr, r1d.data<float>(),
+                                                 dxd_nomean.data<float>(), scratch, st);
+    }
+    const std::vector<float> gcov = host(covd);
+    CHECK_CLOSE(host(meand), mean, "mean");
+    CHECK_CLOSE(gcov, cov, "cov");
+    bool symmetric = true;
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = 0; b < n; ++b) symmetric = symmetric && gcov[a * n + b] == gcov[b * n + a];
+    CHECK(symmetric);
+    CHECK_CLOSE(host(dxd), dx, "dx");
+    CHECK_CLOSE(host(dxd_nomean), dx_nomean, "dx (dmean null)");
+  }
+}
+
+}  // namespace
+#endif  // ND_WITH_CUDA
