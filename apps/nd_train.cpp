@@ -27,6 +27,11 @@ int main(int argc, char** argv) {
   app.add_option("--seed", cfg.seed)->capture_default_str();
   app.add_option("--device", cfg.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--output", cfg.output, "run directory (default runs/<date>-<arch>-<norm>)");
+  app.add_flag("--ref-compat", cfg.ref_compat,
+               "reproduce the reference implementation's bugs (e.g. uncentred ChannelDeconv)");
+  app.add_option("--deconv-path", cfg.deconv_path,
+                 "fused (kernels) | composite (primitive ops, the test oracle)")
+      ->capture_default_str();
   app.add_option("--train-limit", cfg.train_limit, "use only the first N training images");
   app.add_option("--test-limit", cfg.test_limit, "use only the first N test images");
   try {

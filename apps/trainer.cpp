@@ -73,6 +73,7 @@ void validate(const TrainConfig& cfg) {
   require_one_of("--loss", cfg.loss, {"CE", "L2"});
   require_one_of("--optimizer", cfg.optimizer, {"sgd", "adam"});
   require_one_of("--lr-scheduler", cfg.lr_scheduler, {"cosine", "multistep"});
+  require_one_of("--deconv-path", cfg.deconv_path, {"fused", "composite"});
   ND_CHECK(cfg.epochs >= 1, "--epochs must be at least 1, got ", cfg.epochs);
   ND_CHECK(cfg.batch_size >= 1, "--batch-size must be at least 1, got ", cfg.batch_size);
   ND_CHECK(cfg.lr > 0 && std::isfinite(cfg.lr), "--lr must be positive, got ", cfg.lr);
@@ -104,6 +105,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log) {
   net_cfg.in_channels = train_set.channels;
   net_cfg.height = train_set.height;
   net_cfg.width = train_set.width;
+  net_cfg.ref_compat = cfg.ref_compat;
+  net_cfg.deconv_path = cfg.deconv_path == "fused" ? DeconvPath::Fused : DeconvPath::Composite;
   std::shared_ptr<Module> net = build_net(net_cfg, init_gen);
   net->to(device);
   net->train();
@@ -188,9 +191,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log) {
         << std::setprecision(2) << s.seconds << " s  " << std::setprecision(0) << s.images_per_s
         << " img/s" << std::endl;
     if (csv.is_open()) {
-      csv << std::fixed << s.epoch << "," << std::setprecision(8) << s.lr << "," << s.train_loss << ","
-          << s.train_top1 << "," << s.test_loss << "," << s.test_top1 << "," << s.seconds << ","
-          << std::setprecision(1) << s.images_per_s << "\n"
+      csv << std::fixed << s.epoch << "," << std::setprecision(8) << s.lr << "," << s.train_loss
+          << "," << s.train_top1 << "," << s.test_loss << "," << s.test_top1 << "," << s.seconds
+          << "," << std::setprecision(1) << s.images_per_s << "\n"
           << std::flush;
     }
   }

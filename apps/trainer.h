@@ -30,6 +30,8 @@ struct TrainConfig {
   int64_t test_limit = 0;   // use only the first N test images (0 = all)
   bool write_files = true;  // summary.csv in the run directory
   int progress = -1;        // progress line: 1 on, 0 off, -1 when stdout is a terminal
+  bool ref_compat = false;  // reproduce the reference's bugs (network-deconvolution.md sec. 6)
+  std::string deconv_path = "fused";  // fused | composite (the primitive-op oracle)
 };
 
 struct EpochStats {

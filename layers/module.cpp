@@ -59,20 +59,42 @@ void Module::train(bool on) {
   for (auto& [name, child] : children_) child->train(on);
 }
 
+template <typename F>
+void Module::for_each_tensor(F f) {
+  for (auto& [name, t] : params_) f(*t, false);
+  for (size_t i = 0; i < buffers_.size(); ++i) f(*buffers_[i].second, bool(host_buffer_[i]));
+  for (auto& [name, child] : children_) child->for_each_tensor(f);
+}
+
+namespace {
+// Points t's own TensorImpl at `moved`'s data so every handle to t sees the change.
+void adopt(Tensor& t, const Tensor& moved) {
+  TensorImpl& impl = t.impl();
+  impl.storage = moved.storage();
+  impl.offset = moved.offset();
+  impl.strides = moved.strides();
+  impl.dtype = moved.dtype();
+  impl.grad = nullptr;
+}
+}  // namespace
+
 void Module::to(Device d) {
-  auto move = [d](Tensor& t) {
-    if (!t.defined() || t.device() == d) return;
-    Tensor moved = t.detach().to(d);
-    TensorImpl& impl = t.impl();
-    impl.storage = moved.storage();
-    impl.offset = moved.offset();
-    impl.strides = moved.strides();
-    impl.grad = nullptr;
-  };
-  for (auto& [name, t] : params_) move(*t);
-  for (size_t i = 0; i < buffers_.size(); ++i)
-    if (!host_buffer_[i]) move(*buffers_[i].second);
-  for (auto& [name, child] : children_) child->to(d);
+  for_each_tensor([d](Tensor& t, bool host) {
+    if (t.defined() && !host && t.device() != d) adopt(t, t.detach().to(d));
+  });
+}
+
+void Module::to(DType dt) {
+  ND_CHECK(is_floating(dt), "Module::to: ", dtype_name(dt), " is not a floating-point type");
+  for_each_tensor([dt](Tensor& t, bool) {
+    if (t.defined() && is_floating(t.dtype()) && t.dtype() != dt) adopt(t, t.detach().to(dt));
+  });
+}
+
+void Module::zero_grad() {
+  for_each_tensor([](Tensor& t, bool) {
+    if (t.defined()) t.set_grad(Tensor());
+  });
 }
 
 Device Module::device() const {

@@ -34,7 +34,10 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
   void to(Device d);
+  // Converts floating-point parameters and buffers (float64 runs the gradient checks).
+  void to(DType t);
   Device device() const;
+  void zero_grad();  // drops every parameter's gradient
 
   // Every parameter and buffer by its full name (what checkpoints hold).
   std::map<std::string, Tensor> state_dict() const;
@@ -53,6 +56,10 @@ class Module {
   virtual void on_train_changed() {}
 
  private:
+  // Applies f to every parameter and buffer of this module and its children, with the buffer's
+  // host flag (host buffers stay on the CPU when moving devices).
+  template <typename F>
+  void for_each_tensor(F f);
   void collect(const std::string& prefix, bool params,
                std::vector<std::pair<std::string, Tensor>>& out) const;
   // unique_ptr keeps references returned by register_* valid as the vectors grow.

@@ -35,10 +35,18 @@ TEST_CASE("MLP names and counts follow torch.nn.Sequential", "[layers]") {
   CHECK(names_of(bn->named_buffers()) ==
         std::vector<std::string>{"2.running_mean", "2.running_var", "2.num_batches_tracked",
                                  "5.running_mean", "5.running_var", "5.num_batches_tracked"});
+  cfg.norm = "nd";
+  auto nd = build_net(cfg, gen);
+  CHECK(names_of(nd->named_parameters()) ==
+        std::vector<std::string>{"2.weight", "5.weight", "8.weight"});
+  CHECK(names_of(nd->named_buffers()) ==
+        std::vector<std::string>{"1.running_mean", "1.running_deconv", "4.running_mean",
+                                 "4.running_deconv", "7.running_mean", "7.running_deconv"});
+  CHECK(nd->num_parameters() == 784 * 128 + 128 * 128 + 128 * 10);
   cfg.arch = "linear";
   cfg.norm = "none";
   CHECK(build_net(cfg, gen)->num_parameters() == 7850);
-  cfg.norm = "nd";
+  cfg.norm = "bn";
   CHECK_THROWS_AS(build_net(cfg, gen), Error);
   cfg.arch = "resnet999";
   CHECK_THROWS_AS(build_net(cfg, gen), Error);

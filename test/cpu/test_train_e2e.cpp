@@ -74,6 +74,6 @@ TEST_CASE("trainer rejects bad settings with the flag's name", "[e2e]") {
   cfg = slice_config("none");
   cfg.data_dir = "/nonexistent/fashion";
   expect(cfg, "dataset-fashion-mnist");
-  cfg = slice_config("nd");
-  expect(cfg, "--norm nd");
+  cfg = slice_config("gn");
+  expect(cfg, "--norm 'gn'");
 }

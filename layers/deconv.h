@@ -1,0 +1,103 @@
+// Network deconvolution layers (../shared/docs/network-deconvolution.md sections 1-3):
+// FastDeconv (a convolution whose input patches are whitened on the fly), Delinear (the same for
+// a linear layer) and ChannelDeconv (whitening of channels). Each runs one of two paths: the
+// composite one built from primitive autograd ops (readable; the oracle) and the fused one on
+// the kernels of kernels/deconv.h (the default). Buffers carry the reference's names.
+#pragma once
+#include "layers/module.h"
+
+namespace nd {
+
+enum class DeconvPath { Composite, Fused };
+
+struct DeconvSettings {
+  int64_t block = 64;
+  double eps = 1e-5;
+  int64_t n_iter = 5;
+  double momentum = 0.1;
+  int64_t sampling_stride = 3;
+  bool freeze = false;
+  int64_t freeze_iter = 100;
+  DeconvPath path = DeconvPath::Fused;
+};
+
+// The coupled Newton-Schulz iteration from primitive ops: a (count, n, n) -> D (count, n, n).
+Tensor newton_schulz_composite(const Tensor& a, int64_t iters);
+
+class FastDeconv : public Module {
+ public:
+  FastDeconv(int64_t in, int64_t out, int64_t kernel, const ops::Conv2dParams& p, bool bias,
+             const DeconvSettings& s, Generator& gen);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "FastDeconv"; }
+  std::string describe() const override;
+
+  int64_t block() const { return block_; }  // after the gcd/groups rules
+  int64_t feature_length() const { return kernel_ * kernel_ * block_; }
+  int64_t effective_sampling_stride() const { return settings_.sampling_stride * p_.stride; }
+  const DeconvSettings& settings() const { return settings_; }
+  void set_path(DeconvPath p) { settings_.path = p; }
+  // The freeze counter (per-layer training state; goes into training checkpoints).
+  int64_t freeze_counter() const { return counter_; }
+  void set_freeze_counter(int64_t c) { counter_ = c; }
+
+ private:
+  // Mean (groups, nf) and deconvolution matrices (groups, nf, nf) of this batch.
+  std::pair<Tensor, Tensor> statistics(const Tensor& x);
+  std::pair<Tensor, Tensor> statistics_composite(const Tensor& x);
+  std::pair<Tensor, Tensor> fold_composite(const Tensor& d, const Tensor& mu);
+  kernels::SampledCovShape cov_shape(const Tensor& x) const;
+
+  int64_t in_, out_, kernel_;
+  ops::Conv2dParams p_;
+  DeconvSettings settings_;
+  int64_t block_;
+  int64_t counter_ = 0;
+  Tensor* weight_;
+  Tensor* bias_ = nullptr;
+  Tensor* running_mean_;
+  Tensor* running_deconv_;
+};
+
+class Delinear : public Module {
+ public:
+  Delinear(int64_t in, int64_t out, bool bias, const DeconvSettings& s, Generator& gen);
+  Tensor forward(const Tensor& x) override;  // (N, in) -> (N, out)
+  std::string type_name() const override { return "Delinear"; }
+  std::string describe() const override;
+  int64_t block() const { return block_; }
+  void set_path(DeconvPath p) { settings_.path = p; }
+
+ private:
+  int64_t in_, out_;
+  DeconvSettings settings_;
+  int64_t block_;
+  Tensor* weight_;
+  Tensor* bias_ = nullptr;
+  Tensor* running_mean_;
+  Tensor* running_deconv_;
+};
+
+// Whitens groups of channels: input (N, C, H, W) or (N, C). `centred` false reproduces the
+// reference's uncentred covariance (--ref-compat).
+class ChannelDeconv : public Module {
+ public:
+  ChannelDeconv(int64_t block, const DeconvSettings& s, bool centred = true);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "ChannelDeconv"; }
+  std::string describe() const override;
+  void set_path(DeconvPath p) { settings_.path = p; }
+
+ private:
+  int64_t block_;
+  DeconvSettings settings_;
+  bool centred_;
+  bool initialised_ = false;  // running buffers are copied from the first batch
+  Tensor* running_mean_;
+  Tensor* running_deconv_;
+};
+
+// Validates the shared settings, naming the layer and the bad value.
+void check_deconv_settings(const char* layer, const DeconvSettings& s);
+
+}  // namespace nd
