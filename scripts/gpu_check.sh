@@ -30,12 +30,14 @@ step build 300 cmake --build build -j"$jobs" || { cat "$OUT/build.log" | tail -4
 ND_REQUIRE_GPU=1 step cuda_tests 180 ./build/bin/nd_cuda_tests
 step cpu_tests 120 ./build/bin/nd_tests
 step bench_ops 120 ./build/bin/nd-bench-ops --device cuda
-for norm in none bn; do
+step bench_deconv 180 ./build/bin/nd-bench-deconv --device cuda
+for norm in none bn nd; do
   step "train_$norm" 90 ./build/bin/nd-train --arch mlp --norm "$norm" --epochs 3 --device cuda \
     --data-dir "$data" --output "$OUT/train-$norm"
 done
 echo "total $(($(date +%s) - start)) s, status $status" | tee -a "$OUT/summary.txt"
 for f in cuda_tests cpu_tests; do tail -n 3 "$OUT/$f.log"; done
 tail -n 30 "$OUT/bench_ops.log"
+tail -n 45 "$OUT/bench_deconv.log"
 tail -n 4 "$OUT"/train_*.log
 exit $status
