@@ -16,23 +16,18 @@
 // the layer adds its convolution (forward, and twice that backward). Backward rows are seeded
 // through autograd with random r: loss = sum(out * r) (+ sum(out2 * r2) for a second output).
 // Exit status 1 when any case fails.
-#include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
-#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
-#include <iostream>
 #include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.h"
 #include "engine/autograd.h"
-#include "engine/device.h"
 #include "engine/ops.h"
-#include "engine/random.h"
-#include "engine/tensor.h"
 #include "layers/batchnorm.h"
 #include "layers/conv.h"
 #include "layers/deconv.h"
@@ -42,17 +37,12 @@
 #include "kernels/cuda_runtime_api.h"
 #endif
 
+namespace nd::bench {
 namespace {
 
-using nd::Device;
-using nd::DType;
-using nd::Generator;
-using nd::Shape;
-using nd::Tensor;
-using Tensors = std::vector<Tensor>;
 using Fn = std::function<Tensors(const Tensors&)>;
-namespace ops = nd::ops;
-namespace kernels = nd::kernels;
+// Inputs on the CPU, float32; check == true asks for the copy the CPU reference can afford.
+using Inputs = std::function<Tensors(Generator&, bool check)>;
 
 constexpr double kTol = 1e-3;       // on max|out - ref| / max|ref|
 constexpr double kEps = 1e-5;       // FastDeconv's default
@@ -64,8 +54,7 @@ struct Case {
   std::string name;   // what --filter matches
   std::string shape;  // human-readable problem size (the timed one)
   double flops = 0;   // per timed call
-  // Inputs on the CPU, float32; check == true asks for the copy the CPU reference can afford.
-  std::function<Tensors(Generator&, bool check)> make_inputs;
+  Inputs make_inputs;
   bool check_is_timed = true;  // the check copy is the timed shape: build the inputs once
   Fn run;                      // the timed computation: outputs to compare (forward, then grads)
   Fn reference;                // the CPU reference in float64; `run` when empty
@@ -74,90 +63,6 @@ struct Case {
   bool baseline_checked = false;  // its outputs are compared with the reference too
   std::string anchor;             // the reference's H200 number, or empty
 };
-
-struct Timing {
-  double median_ms = 0, min_ms = 0;
-};
-
-void synchronize(Device d) {
-#ifdef ND_WITH_CUDA
-  if (d.is_cuda()) nd::kernels::cuda_synchronize(nd::kernels::cuda_stream(d.index));
-#else
-  (void)d;
-#endif
-}
-
-// Warm-up calls, then `repeat` timed calls, each between two synchronizes; the outputs of a call
-// are kept alive until its clock stops so freeing them is not timed.
-Timing time_calls(const std::function<Tensors()>& call, Device d, int warmup, int repeat) {
-  for (int i = 0; i < warmup; ++i) {
-    Tensors out = call();
-    synchronize(d);
-  }
-  std::vector<double> ms;
-  for (int i = 0; i < repeat; ++i) {
-    synchronize(d);
-    const auto t0 = std::chrono::steady_clock::now();
-    Tensors out = call();
-    synchronize(d);
-    const auto t1 = std::chrono::steady_clock::now();
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  const size_t n = ms.size();
-  return {n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]), ms.front()};
-}
-
-Tensors convert(const Tensors& in, Device d, DType t) {
-  Tensors out;
-  for (const Tensor& x : in) out.push_back(x.defined() ? x.to(t).to(d) : x);
-  return out;
-}
-
-// Largest max|got - ref| / max|ref| over the outputs (absolute error where ref is all zero).
-double relative_error(const Tensors& got, const Tensors& ref) {
-  ND_CHECK(got.size() == ref.size(), "case returned ", got.size(), " outputs, reference ",
-           ref.size());
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ND_CHECK(got[i].defined() && ref[i].defined(), "output ", i, " is undefined");
-    ND_CHECK(got[i].shape() == ref[i].shape(), "output ", i, " has shape ",
-             nd::shape_str(got[i].shape()), ", reference ", nd::shape_str(ref[i].shape()));
-    const std::vector<double> g = got[i].to_vector<double>(), r = ref[i].to_vector<double>();
-    double diff = 0, scale = 0;
-    for (size_t k = 0; k < g.size(); ++k) {
-      const double e = std::fabs(g[k] - r[k]);
-      diff = std::isnan(e) ? e : std::max(diff, e);
-      scale = std::max(scale, std::fabs(r[k]));
-      if (std::isnan(diff)) return diff;
-    }
-    worst = std::max(worst, scale > 0 ? diff / scale : diff);
-  }
-  return worst;
-}
-
-// A fresh leaf sharing t's storage, so every call accumulates gradients from zero.
-Tensor leaf(const Tensor& t) {
-  Tensor l = t.detach();
-  l.set_requires_grad(true);
-  return l;
-}
-
-Tensor uniform(const Shape& s, Generator& g, double lo = -1, double hi = 1) {
-  return nd::uniform_tensor(s, lo, hi, g);
-}
-
-std::string dims(const Shape& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
-  return out;
-}
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
 
 // loss = sum(a * ra) (+ sum(b * rb)): seeds the backward of one or two outputs with r.
 void backward_seeded(const Tensor& a, const Tensor& ra, const Tensor& b = Tensor(),
@@ -298,6 +203,16 @@ class SyevdBaseline {
 
 // ------------------------------------------------------------------------------ cases
 
+// A case with its name, shape column, flops and inputs; the caller sets the rest.
+Case new_case(const std::string& name, const std::string& shape, double flops, Inputs inputs) {
+  Case c;
+  c.name = name;
+  c.shape = shape;
+  c.flops = flops;
+  c.make_inputs = std::move(inputs);
+  return c;
+}
+
 const char* const kNsAnchor576 = "ref NS 0.68 ms; eigh 6.0 ms";
 const char* const kNsAnchor1152 = "ref NS 1.32 ms; eigh 13.1 ms";
 const char* const kLayerAnchor = "ref ND 4.7-5.2 ms; conv+BN 0.62-0.71";
@@ -322,11 +237,7 @@ void add_covariance_cases(std::vector<Case>& cases, const std::vector<LayerShape
                      uniform({1, nf}, g), eye};
     };
     const std::string tag = "cov." + ls.tag;
-    Case fwd;
-    fwd.name = tag + ".fwd";
-    fwd.shape = shape;
-    fwd.flops = fwd_flops;
-    fwd.make_inputs = inputs;
+    Case fwd = new_case(tag + ".fwd", shape, fwd_flops, inputs);
     fwd.check_is_timed = batch == check_batch;
     fwd.run = [ls](const Tensors& in) {
       auto [mean, cov] = ops::sampled_covariance(in[0], ls.cov(in[0].shape()[0]), kEps);
@@ -391,11 +302,7 @@ void add_newton_schulz_cases(std::vector<Case>& cases, bool quick, Device dev) {
       Tensor a = spd_matrices(count, n, g);
       return Tensors{a, uniform({count, n, n}, g)};
     };
-    Case fwd;
-    fwd.name = tag + ".fwd";
-    fwd.shape = shape;
-    fwd.flops = fwd_flops;
-    fwd.make_inputs = inputs;
+    Case fwd = new_case(tag + ".fwd", shape, fwd_flops, inputs);
     fwd.run = [](const Tensors& in) { return Tensors{ops::newton_schulz(in[0], kIters)}; };
     fwd.anchor = ns.anchor;
 #ifdef ND_WITH_CUDA
@@ -409,11 +316,8 @@ void add_newton_schulz_cases(std::vector<Case>& cases, bool quick, Device dev) {
 #endif
     cases.push_back(fwd);
 
-    Case both;
-    both.name = tag + ".fwd+bwd";
-    both.shape = shape;
-    both.flops = 3 * fwd_flops;  // the backward of the unrolled iteration: about twice the forward
-    both.make_inputs = inputs;
+    // The backward of the unrolled iteration: about twice the forward.
+    Case both = new_case(tag + ".fwd+bwd", shape, 3 * fwd_flops, inputs);
     both.run = [](const Tensors& in) {
       Tensor a = leaf(in[0]);
       Tensor d = ops::newton_schulz(a, kIters);
@@ -442,11 +346,7 @@ void add_fold_cases(std::vector<Case>& cases, const std::vector<LayerShape>& lay
                      uniform({fs.o}, g)};
     };
     const std::string tag = "fold." + ls.tag;
-    Case fwd;
-    fwd.name = tag + ".fwd";
-    fwd.shape = shape;
-    fwd.flops = fwd_flops;
-    fwd.make_inputs = inputs;
+    Case fwd = new_case(tag + ".fwd", shape, fwd_flops, inputs);
     fwd.run = [fs](const Tensors& in) {
       auto [w, b] = ops::fold(in[0], in[1], in[2], in[3], fs);
       return Tensors{w, b};
@@ -583,110 +483,67 @@ std::vector<Case> make_cases(bool quick, Device dev) {
   return cases;
 }
 
-void print_row(const std::string& name, const std::string& shape, const std::string& err,
-               const std::string& median, const std::string& min, const std::string& rate,
-               const std::string& baseline, const std::string& anchor, const std::string& status) {
-  std::printf("%-28s %-42s %9s %10s %10s %17s  %-46s %-37s %s\n", name.c_str(), shape.c_str(),
-              err.c_str(), median.c_str(), min.c_str(), rate.c_str(), baseline.c_str(),
-              anchor.c_str(), status.c_str());
-  std::fflush(stdout);
+const Table kTable{28, 42, 46, /*anchor_width=*/37};
+
+int bench_main(int argc, char** argv) {
+  Options o;
+  if (auto status = parse_command_line(
+          argc, argv,
+          {"nd-bench-deconv",
+           "Check the network-deconvolution kernels against the CPU reference and time them.",
+           /*cpu_repeat=*/3, /*cpu_warmup=*/1},
+          o))
+    return *status;
+  const Device dev = o.dev;
+
+  std::vector<Case> cases;
+  if (!select_cases(
+          o, [&] { return make_cases(o.quick, dev); }, cases))
+    return 1;
+
+  print_preamble(o, fmt(" (tol %.0e)", kTol), DType::F64);
+  std::printf(
+      "baseline: its median ms and ours/baseline (< 1: ours is faster); anchor: the reference\n"
+      "        PyTorch code on one H200 at batch 128 (shared/docs/anchors.md)\n\n");
+  kTable.print_header();
+
+  return run_cases(cases, kTable, "bench_deconv", [&](const Case& c, uint64_t seed) {
+    std::string status = "ok";
+    Generator gen(seed);
+    const Tensors host = c.make_inputs(gen, true);
+    const Fn& reference = c.reference ? c.reference : c.run;
+    const Tensors ref = reference(convert(host, Device::cpu(), DType::F64));
+    Tensors in = convert(host, dev, DType::F32);
+    const double err = relative_error(c.run(in), ref);
+    if (!(err <= kTol)) status = "FAIL (tol " + fmt("%.0e", kTol) + ")";  // NaN fails too
+    if (c.baseline && c.baseline_checked) {
+      const double berr = relative_error(c.baseline(in), ref);
+      if (!(berr <= kTol)) status += " FAIL (baseline rel_err " + fmt("%.1e", berr) + ")";
+    }
+    if (!c.check_is_timed) {
+      Generator timed_gen(seed);
+      in = convert(c.make_inputs(timed_gen, false), dev, DType::F32);
+    }
+
+    const Timing t = time_calls([&] { return c.run(in); }, dev, o.warmup, o.repeat);
+    Row row = timed_row(c.name, c.shape, err, t);
+    row.rate = fmt("%.1f GFLOP/s", giga_per_second(c.flops, t.median_ms));
+    row.baseline = "-";
+    if (c.baseline) {
+      const Timing tb = time_calls([&] { return c.baseline(in); }, dev, o.warmup, o.repeat);
+      row.baseline = c.baseline_name + fmt(" %.3f ms", tb.median_ms) +
+                     fmt(" (ours/base %.2f)", t.median_ms / tb.median_ms);
+    }
+    row.anchor = c.anchor.empty() ? "-" : c.anchor;
+    row.status = status;
+    kTable.print(row);
+    return status == "ok";
+  });
 }
 
 }  // namespace
+}  // namespace nd::bench
 
 int main(int argc, char** argv) {
-  std::string device_spec = "auto", filter;
-  int repeat = -1, warmup = -1;
-  bool quick = false;
-  CLI::App app{"Check the network-deconvolution kernels against the CPU reference and time them."};
-  app.add_option("--device", device_spec, "cpu | cuda | cuda:N | auto")->capture_default_str();
-  app.add_option("--repeat", repeat, "timed calls per case (default 20 on CUDA, 3 on the CPU)")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--warmup", warmup,
-                 "untimed calls before timing (default 3 on CUDA, 1 on the CPU)")
-      ->check(CLI::Range(0, 1000000));
-  app.add_option("--filter", filter, "run only the cases whose name contains this");
-  app.add_flag("--quick", quick, "tiny shapes only (smoke run)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-
-  Device dev;
-  std::string device_name = "cpu";
-  std::vector<Case> cases;
-  try {
-    dev = nd::parse_device(device_spec);
-#ifdef ND_WITH_CUDA
-    if (dev.is_cuda())
-      device_name = dev.str() + " (" + nd::kernels::cuda_device_name(dev.index) + ")";
-#endif
-    for (Case& c : make_cases(quick, dev))
-      if (c.name.find(filter) != std::string::npos) cases.push_back(std::move(c));
-  } catch (const std::exception& e) {
-    std::cerr << "nd-bench-deconv: " << e.what() << "\n";
-    return 1;
-  }
-  if (cases.empty()) {
-    std::cerr << "nd-bench-deconv: no case name contains '" << filter << "'\n";
-    return 1;
-  }
-  if (repeat < 0) repeat = dev.is_cuda() ? 20 : 3;
-  if (warmup < 0) warmup = dev.is_cuda() ? 3 : 1;
-
-  std::printf("nd-bench-deconv: device %s, %s shapes, warmup %d, repeat %d\n", device_name.c_str(),
-              quick ? "quick" : "full", warmup, repeat);
-  std::printf(
-      "check: max|out - ref| / max|ref| over outputs and gradients (tol %.0e); reference: CPU, "
-      "float64\n",
-      kTol);
-  std::printf(
-      "timing: steady_clock around calls ending in a stream synchronize (not CUDA events);\n"
-      "        fwd+bwd rows time forward and autograd backward together\n"
-      "baseline: its median ms and ours/baseline (< 1: ours is faster); anchor: the reference\n"
-      "        PyTorch code on one H200 at batch 128 (shared/docs/anchors.md)\n\n");
-  print_row("case", "shape", "rel_err", "median_ms", "min_ms", "achieved", "baseline", "anchor",
-            "status");
-
-  int failed = 0;
-  uint64_t seed = 1;
-  for (const Case& c : cases) {
-    const uint64_t case_seed = seed++;
-    try {
-      std::string status = "ok";
-      Generator gen(case_seed);
-      const Tensors host = c.make_inputs(gen, true);
-      const Fn& reference = c.reference ? c.reference : c.run;
-      const Tensors ref = reference(convert(host, Device::cpu(), DType::F64));
-      Tensors in = convert(host, dev, DType::F32);
-      const double err = relative_error(c.run(in), ref);
-      if (!(err <= kTol)) status = "FAIL (tol " + fmt("%.0e", kTol) + ")";  // NaN fails too
-      if (c.baseline && c.baseline_checked) {
-        const double berr = relative_error(c.baseline(in), ref);
-        if (!(berr <= kTol)) status += " FAIL (baseline rel_err " + fmt("%.1e", berr) + ")";
-      }
-      if (status != "ok") ++failed;
-      if (!c.check_is_timed) {
-        Generator timed_gen(case_seed);
-        in = convert(c.make_inputs(timed_gen, false), dev, DType::F32);
-      }
-
-      const Timing t = time_calls([&] { return c.run(in); }, dev, warmup, repeat);
-      const std::string rate = fmt("%.1f GFLOP/s", c.flops / (t.median_ms * 1e-3) / 1e9);
-      std::string baseline = "-";
-      if (c.baseline) {
-        const Timing tb = time_calls([&] { return c.baseline(in); }, dev, warmup, repeat);
-        baseline = c.baseline_name + fmt(" %.3f ms", tb.median_ms) +
-                   fmt(" (ours/base %.2f)", t.median_ms / tb.median_ms);
-      }
-      print_row(c.name, c.shape, fmt("%.1e", err), fmt("%.3f", t.median_ms), fmt("%.3f", t.min_ms),
-                rate, baseline, c.anchor.empty() ? "-" : c.anchor, status);
-    } catch (const std::exception& e) {
-      ++failed;
-      print_row(c.name, c.shape, "-", "-", "-", "-", "-", "-", std::string("FAIL: ") + e.what());
-    }
-  }
-  std::printf("\nbench_deconv: %zu cases, %d failed\n", cases.size(), failed);
-  return failed > 0 ? 1 : 0;
+  return nd::bench::bench_main(argc, argv);
 }

@@ -12,33 +12,19 @@
 // share of the bandwidth of Tensor::clone() moving the same number of bytes on the same device.
 // Forward+backward cases seed the backward with r, the gradient of loss = sum(y * r), which is
 // the same computation without the extra mul and sum. Exit status 1 when any case fails.
-#include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
-#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
-#include <iostream>
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.h"
 #include "engine/autograd.h"
-#include "engine/device.h"
 #include "engine/ops.h"
-#include "engine/random.h"
-#include "engine/tensor.h"
-#ifdef ND_WITH_CUDA
-#include "kernels/cuda_runtime_api.h"
-#endif
 
+namespace nd::bench {
 namespace {
-
-using nd::Device;
-using nd::DType;
-using nd::Generator;
-using nd::Shape;
-using nd::Tensor;
-using Tensors = std::vector<Tensor>;
 
 enum class Metric { Flops, Bytes };
 
@@ -53,84 +39,6 @@ struct Case {
   std::function<Tensors(Generator&)> make_inputs;  // on the CPU, float32
   std::function<Tensors(const Tensors&)> run;      // outputs to compare (forward, then grads)
 };
-
-struct Timing {
-  double median_ms = 0, min_ms = 0;
-};
-
-void synchronize(Device d) {
-#ifdef ND_WITH_CUDA
-  if (d.is_cuda()) nd::kernels::cuda_synchronize(nd::kernels::cuda_stream(d.index));
-#else
-  (void)d;
-#endif
-}
-
-// Warm-up calls, then `repeat` timed calls, each between two synchronizes; the outputs of a call
-// are kept alive until its clock stops so freeing them is not timed.
-Timing time_calls(const std::function<Tensors()>& call, Device d, int warmup, int repeat) {
-  for (int i = 0; i < warmup; ++i) {
-    Tensors out = call();
-    synchronize(d);
-  }
-  std::vector<double> ms;
-  for (int i = 0; i < repeat; ++i) {
-    synchronize(d);
-    const auto t0 = std::chrono::steady_clock::now();
-    Tensors out = call();
-    synchronize(d);
-    const auto t1 = std::chrono::steady_clock::now();
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  const size_t n = ms.size();
-  return {n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]), ms.front()};
-}
-
-Tensors convert(const Tensors& in, Device d, DType t) {
-  Tensors out;
-  for (const Tensor& x : in) out.push_back(x.defined() ? x.to(t).to(d) : x);
-  return out;
-}
-
-// Largest max|got - ref| / max|ref| over the outputs (absolute error where ref is all zero).
-double relative_error(const Tensors& got, const Tensors& ref) {
-  ND_CHECK(got.size() == ref.size(), "case returned ", got.size(), " outputs, reference ",
-           ref.size());
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ND_CHECK(got[i].defined() && ref[i].defined(), "output ", i, " is undefined");
-    ND_CHECK(got[i].shape() == ref[i].shape(), "output ", i, " has shape ",
-             nd::shape_str(got[i].shape()), ", reference ", nd::shape_str(ref[i].shape()));
-    const std::vector<double> g = got[i].to_vector<double>(), r = ref[i].to_vector<double>();
-    double diff = 0, scale = 0;
-    for (size_t k = 0; k < g.size(); ++k) {
-      const double e = std::fabs(g[k] - r[k]);
-      diff = std::isnan(e) ? e : std::max(diff, e);
-      scale = std::max(scale, std::fabs(r[k]));
-      if (std::isnan(diff)) return diff;
-    }
-    worst = std::max(worst, scale > 0 ? diff / scale : diff);
-  }
-  return worst;
-}
-
-// A fresh leaf sharing t's storage, so every call accumulates gradients from zero.
-Tensor leaf(const Tensor& t) {
-  Tensor l = t.detach();
-  l.set_requires_grad(true);
-  return l;
-}
-
-Tensor uniform(const Shape& s, Generator& g, double lo = -1, double hi = 1) {
-  return nd::uniform_tensor(s, lo, hi, g);
-}
-
-std::string dims(const Shape& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
-  return out;
-}
 
 constexpr double kTolGemm = 1e-3;  // matmul, linear, conv
 constexpr double kTolOther = 1e-4;
@@ -248,108 +156,60 @@ std::vector<Case> make_cases(bool quick, bool cuda) {
   return cases;
 }
 
-void print_row(const std::string& name, const std::string& shape, const std::string& err,
-               const std::string& median, const std::string& min, const std::string& rate,
-               const std::string& baseline, const std::string& status) {
-  std::printf("%-26s %-26s %9s %10s %10s %17s  %-30s %s\n", name.c_str(), shape.c_str(),
-              err.c_str(), median.c_str(), min.c_str(), rate.c_str(), baseline.c_str(),
-              status.c_str());
-  std::fflush(stdout);
-}
+const Table kTable{26, 26, 30};
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::string device_spec = "auto", filter;
-  int repeat = -1, warmup = 3;
-  bool quick = false;
-  CLI::App app{"Check the hot ops against the CPU reference and time them."};
-  app.add_option("--device", device_spec, "cpu | cuda | cuda:N | auto")->capture_default_str();
-  app.add_option("--repeat", repeat, "timed calls per case (default 20 on CUDA, 5 on the CPU)")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--warmup", warmup, "untimed calls before timing")
-      ->check(CLI::Range(0, 1000000))
-      ->capture_default_str();
-  app.add_option("--filter", filter, "run only the cases whose name contains this");
-  app.add_flag("--quick", quick, "tiny shapes only (smoke run)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-
-  Device dev;
-  std::string device_name = "cpu";
-  try {
-    dev = nd::parse_device(device_spec);
-#ifdef ND_WITH_CUDA
-    if (dev.is_cuda())
-      device_name = dev.str() + " (" + nd::kernels::cuda_device_name(dev.index) + ")";
-#endif
-  } catch (const std::exception& e) {
-    std::cerr << "nd-bench-ops: " << e.what() << "\n";
-    return 1;
-  }
-  if (repeat < 0) repeat = dev.is_cuda() ? 20 : 5;
+int bench_main(int argc, char** argv) {
+  Options o;
+  if (auto status = parse_command_line(
+          argc, argv,
+          {"nd-bench-ops", "Check the hot ops against the CPU reference and time them.",
+           /*cpu_repeat=*/5, /*cpu_warmup=*/3},
+          o))
+    return *status;
+  const Device dev = o.dev;
   const DType ref_dtype = dev.is_cuda() ? DType::F32 : DType::F64;
 
   std::vector<Case> cases;
-  for (Case& c : make_cases(quick, dev.is_cuda()))
-    if (c.name.find(filter) != std::string::npos) cases.push_back(std::move(c));
-  if (cases.empty()) {
-    std::cerr << "nd-bench-ops: no case name contains '" << filter << "'\n";
+  if (!select_cases(
+          o, [&] { return make_cases(o.quick, dev.is_cuda()); }, cases))
     return 1;
-  }
 
-  std::printf("nd-bench-ops: device %s, %s shapes, warmup %d, repeat %d\n", device_name.c_str(),
-              quick ? "quick" : "full", warmup, repeat);
-  std::printf("check: max|out - ref| / max|ref| over outputs and gradients; reference: CPU, %s\n",
-              nd::dtype_name(ref_dtype));
-  std::printf(
-      "timing: steady_clock around calls ending in a stream synchronize (not CUDA events);\n"
-      "        fwd+bwd rows time forward and autograd backward together\n\n");
-  print_row("case", "shape", "rel_err", "median_ms", "min_ms", "achieved", "baseline", "status");
+  print_preamble(o, "", ref_dtype);
+  std::printf("\n");
+  kTable.print_header();
 
-  int failed = 0;
-  uint64_t seed = 1;
-  for (const Case& c : cases) {
-    try {
-      Generator gen(seed++);
-      const Tensors host = c.make_inputs(gen);
-      const Tensors in = convert(host, dev, DType::F32);
-      const Tensors ref = c.run(convert(host, Device::cpu(), ref_dtype));
-      const double err = relative_error(c.run(in), ref);
-      const bool ok = err <= c.tol;  // false for NaN
-      if (!ok) ++failed;
+  return run_cases(cases, kTable, "bench_ops", [&](const Case& c, uint64_t seed) {
+    Generator gen(seed);
+    const Tensors host = c.make_inputs(gen);
+    const Tensors in = convert(host, dev, DType::F32);
+    const Tensors ref = c.run(convert(host, Device::cpu(), ref_dtype));
+    const double err = relative_error(c.run(in), ref);
+    const bool ok = err <= c.tol;  // false for NaN
 
-      const Timing t = time_calls([&] { return c.run(in); }, dev, warmup, repeat);
-      std::string rate, baseline;
-      if (c.metric == Metric::Flops) {
-        rate = fmt("%.1f GFLOP/s", c.work / (t.median_ms * 1e-3) / 1e9);
-        baseline = std::string("vendor (") + (dev.is_cuda() ? c.vendor_cuda : c.vendor_cpu) + ")";
-      } else {
-        const double gbs = c.work / (t.median_ms * 1e-3) / 1e9;
-        rate = fmt("%.1f GB/s", gbs);
-        // clone() reads and writes each element once: c.work bytes in all.
-        const Tensor src =
-            Tensor::zeros({std::max<int64_t>(int64_t(c.work / 8), 1)}, DType::F32, dev);
-        const Timing tc = time_calls([&] { return Tensors{src.clone()}; }, dev, warmup, repeat);
-        const double copy_gbs = c.work / (tc.median_ms * 1e-3) / 1e9;
-        baseline = fmt("%.0f%% of copy", 100 * gbs / copy_gbs) + fmt(" (%.1f GB/s)", copy_gbs);
-      }
-      print_row(c.name, c.shape, fmt("%.1e", err), fmt("%.3f", t.median_ms), fmt("%.3f", t.min_ms),
-                rate, baseline, ok ? "ok" : "FAIL (tol " + fmt("%.0e", c.tol) + ")");
-    } catch (const std::exception& e) {
-      ++failed;
-      print_row(c.name, c.shape, "-", "-", "-", "-", "-", std::string("FAIL: ") + e.what());
+    const Timing t = time_calls([&] { return c.run(in); }, dev, o.warmup, o.repeat);
+    Row row = timed_row(c.name, c.shape, err, t);
+    const double rate = giga_per_second(c.work, t.median_ms);
+    if (c.metric == Metric::Flops) {
+      row.rate = fmt("%.1f GFLOP/s", rate);
+      row.baseline = std::string("vendor (") + (dev.is_cuda() ? c.vendor_cuda : c.vendor_cpu) + ")";
+    } else {
+      row.rate = fmt("%.1f GB/s", rate);
+      // clone() reads and writes each element once: c.work bytes in all.
+      const Tensor src =
+          Tensor::zeros({std::max<int64_t>(int64_t(c.work / 8), 1)}, DType::F32, dev);
+      const Timing tc = time_calls([&] { return Tensors{src.clone()}; }, dev, o.warmup, o.repeat);
+      const double copy_gbs = giga_per_second(c.work, tc.median_ms);
+      row.baseline = fmt("%.0f%% of copy", 100 * rate / copy_gbs) + fmt(" (%.1f GB/s)", copy_gbs);
     }
-  }
-  std::printf("\nbench_ops: %zu cases, %d failed\n", cases.size(), failed);
-  return failed > 0 ? 1 : 0;
+    row.status = ok ? "ok" : "FAIL (tol " + fmt("%.0e", c.tol) + ")";
+    kTable.print(row);
+    return ok;
+  });
+}
+
+}  // namespace
+}  // namespace nd::bench
+
+int main(int argc, char** argv) {
+  return nd::bench::bench_main(argc, argv);
 }

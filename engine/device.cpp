@@ -48,6 +48,14 @@ int cuda_device_count() {
 #endif
 }
 
+void synchronize(Device d) {
+#ifdef ND_WITH_CUDA
+  if (d.is_cuda()) kernels::cuda_synchronize(kernels::cuda_stream(d.index));
+#else
+  (void)d;
+#endif
+}
+
 Device parse_device(const std::string& spec) {
   if (spec == "cpu") return Device::cpu();
   if (spec == "auto") return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();

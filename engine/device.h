@@ -38,6 +38,8 @@ struct Device {
 bool cuda_built();
 // Number of usable CUDA devices (0 without a driver, a device, or a CUDA build).
 int cuda_device_count();
+// Waits for all queued work on `d` (a no-op for the CPU), e.g. before reading a clock.
+void synchronize(Device d);
 // "auto" -> cuda:0 when a device exists, else cpu; "cpu"; "cuda" / "cuda:N". Throws on others.
 Device parse_device(const std::string& spec);
 
