@@ -119,13 +119,17 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log) {
 
   TrainResult result;
   result.output_dir = cfg.output.empty() ? default_output(cfg) : cfg.output;
-  std::ofstream csv;
+  std::ofstream csv, steps_csv;
   if (cfg.write_files) {
     std::filesystem::create_directories(result.output_dir);
     const std::string path = result.output_dir + "/summary.csv";
     csv.open(path);
     ND_CHECK(csv, "cannot write ", path);
     csv << "epoch,lr,train_loss,train_top1,test_loss,test_top1,seconds,images_per_s\n";
+    // Every step's loss: the learning curves of the paper's Fashion-MNIST figure.
+    steps_csv.open(result.output_dir + "/steps.csv");
+    ND_CHECK(steps_csv, "cannot write ", result.output_dir, "/steps.csv");
+    steps_csv << "step,epoch,lr,loss\n";
   }
   const bool progress = cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO));
   log << "nd-train: " << cfg.arch << " norm=" << cfg.norm << " on " << cfg.dataset << " ("
@@ -164,6 +168,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log) {
       correct += ops::count_correct(logits, b.labels);
       seen += n;
       result.step_losses.push_back(loss_value);
+      if (steps_csv.is_open())
+        steps_csv << step + 1 << "," << epoch + 1 << "," << lr << "," << loss_value << "\n";
       ++step;
       ++batch_index;
       if (progress && (batch_index % 10 == 0 || batch_index == it.num_batches()))
