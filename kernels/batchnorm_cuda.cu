@@ -9,35 +9,11 @@
 
 #include "kernels/batchnorm.h"
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 
 namespace nd::kernels {
 
 namespace {
-
-constexpr unsigned kFullMask = 0xffffffffu;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-
-// Sum of v over the block, returned to every thread. `scratch` holds 32 floats; it is free again
-// when this returns.
-__device__ float block_sum(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  v = warp_sum(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float t = lane < warps ? scratch[lane] : 0.0f;
-    t = warp_sum(t);
-    if (lane == 0) scratch[0] = t;
-  }
-  __syncthreads();
-  const float total = scratch[0];
-  __syncthreads();
-  return total;
-}
 
 // Calls f(offset) for every element of channel c that this thread owns: flat indices
 // m = threadIdx.x, threadIdx.x + blockDim.x, ... over the M = N * S elements.

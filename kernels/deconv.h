@@ -8,6 +8,7 @@
 // the reference; CUDA versions take float32.
 #pragma once
 #include "kernels/common.h"
+#include "kernels/matmul.h"
 
 namespace nd::kernels {
 
@@ -111,5 +112,58 @@ void fold_forward_cuda(const FoldShape& s, const float* w, const float* bias, co
 void fold_backward_cuda(const FoldShape& s, const float* w, const float* d, const float* mu,
                         const float* w_out, const float* dw_out, const float* dbias_out, float* dw,
                         float* dd, float* dmu, Scratch& scratch, cudaStream_t st);
+
+// ---------------------------------------------------------------- shared by CPU and CUDA
+// Argument checks both implementations run first (the CUDA versions add the limits of their
+// launches and of cuBLAS); each throws nd::Error naming `who`.
+inline void check_sampled_cov_shape(const SampledCovShape& s, const char* who) {
+  ND_CHECK(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0, who, ": bad input shape (n ", s.n, ", c ", s.c,
+           ", h ", s.h, ", w ", s.w, ")");
+  ND_CHECK(s.k > 0 && s.stride > 0 && s.dil > 0 && s.pad >= 0, who, ": kernel ", s.k,
+           ", sampling stride ", s.stride, " and dilation ", s.dil,
+           " must be positive and padding ", s.pad, " non-negative");
+  ND_CHECK(s.block > 0 && s.c % s.block == 0, who, ": block ", s.block,
+           " must divide the channels ", s.c);
+  ND_CHECK(s.groups > 0 && s.c % s.groups == 0, who, ": groups ", s.groups,
+           " must divide the channels ", s.c);
+  ND_CHECK(s.groups == 1 || s.block == s.c / s.groups, who, ": with groups ", s.groups,
+           " the block must be C/groups = ", s.c / s.groups, ", not ", s.block);
+  ND_CHECK(s.k == 1 || (s.out_h() > 0 && s.out_w() > 0), who, ": the (dilated) kernel ", s.k,
+           " does not fit the padded ", s.h, "x", s.w, " input");
+}
+inline void check_cov_rows_shape(int64_t rows, int64_t n, const char* who) {
+  ND_CHECK(rows > 0 && n >= 0, who, ": need rows > 0 and n >= 0 (rows ", rows, ", n ", n, ")");
+}
+inline void check_newton_schulz_args(int64_t count, int64_t n, int64_t iters, const char* who) {
+  ND_CHECK(count >= 0 && n >= 0 && iters >= 0, who, ": count, n and iters must be >= 0 (count ",
+           count, ", n ", n, ", iters ", iters, ")");
+}
+inline void check_fold_shape(const FoldShape& s, const char* who) {
+  ND_CHECK(s.o >= 0 && s.nf >= 1 && s.blocks >= 1 && s.groups >= 1, who, ": bad shape (O ", s.o,
+           ", nf ", s.nf, ", blocks ", s.blocks, ", groups ", s.groups, ")");
+  ND_CHECK(s.o % s.groups == 0, who, ": O (", s.o, ") must be a multiple of groups (", s.groups,
+           ")");
+  ND_CHECK(s.groups == 1 || s.blocks == 1, who, ": grouped weights (groups ", s.groups,
+           ") have one block per row, got blocks ", s.blocks);
+}
+
+// The GEMM of `batch` row-major products C_i = op(A_i) op(B_i) (op(A) m x k, op(B) k x n) with the
+// given leading dimensions and element strides between consecutive matrices, for gemm_cpu and
+// gemm_cuda.
+inline GemmShape batched_gemm_shape(int64_t batch, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                                    int64_t k, int64_t lda, int64_t stride_a, int64_t ldb,
+                                    int64_t stride_b, int64_t ldc, int64_t stride_c) {
+  GemmShape g;
+  g.trans_a = trans_a, g.trans_b = trans_b;
+  g.m = m, g.n = n, g.k = k;
+  g.lda = lda, g.ldb = ldb, g.ldc = ldc;
+  g.batch = batch;
+  g.stride_a = stride_a, g.stride_b = stride_b, g.stride_c = stride_c;
+  return g;
+}
+// `count` n x n matrices stored back to back.
+inline GemmShape square_batch_gemm_shape(int64_t count, int64_t n, bool trans_a, bool trans_b) {
+  return batched_gemm_shape(count, trans_a, trans_b, n, n, n, n, n * n, n, n * n, n, n * n);
+}
 
 }  // namespace nd::kernels

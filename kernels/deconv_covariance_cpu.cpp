@@ -13,22 +13,6 @@ namespace nd::kernels {
 
 namespace {
 
-void check_sampled_shape(const SampledCovShape& s, const char* who) {
-  ND_CHECK(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0, who, ": bad input shape (n ", s.n, ", c ", s.c,
-           ", h ", s.h, ", w ", s.w, ")");
-  ND_CHECK(s.k > 0 && s.stride > 0 && s.dil > 0 && s.pad >= 0, who, ": kernel ", s.k,
-           ", sampling stride ", s.stride, " and dilation ", s.dil,
-           " must be positive and padding ", s.pad, " non-negative");
-  ND_CHECK(s.block > 0 && s.c % s.block == 0, who, ": block ", s.block,
-           " must divide the channels ", s.c);
-  ND_CHECK(s.groups > 0 && s.c % s.groups == 0, who, ": groups ", s.groups,
-           " must divide the channels ", s.c);
-  ND_CHECK(s.groups == 1 || s.block == s.c / s.groups, who, ": with groups ", s.groups,
-           " the block must be C/groups = ", s.c / s.groups, ", not ", s.block);
-  ND_CHECK(s.k == 1 || (s.out_h() > 0 && s.out_w() > 0), who, ": the (dilated) kernel ", s.k,
-           " does not fit the padded ", s.h, "x", s.w, " input");
-}
-
 // The patch of sampled position p (length C*k*k, column f = c*k*k + ky*k + kx): its values and
 // the flat index into x (N, C, H, W) each column was read from, -1 for a padded zero.
 template <typename T>
@@ -74,7 +58,7 @@ struct SubRows {
 template <typename T>
 void covariance_sampled_forward_cpu(const SampledCovShape& s, double eps, const T* x, T* mean,
                                     T* cov) {
-  check_sampled_shape(s, "covariance_sampled_forward_cpu");
+  check_sampled_cov_shape(s, "covariance_sampled_forward_cpu");
   const SubRows sr(s);
   const int64_t nf = sr.nf, m = s.matrices(), positions = s.positions();
   const double rows = static_cast<double>(s.rows());
@@ -117,7 +101,7 @@ void covariance_sampled_forward_cpu(const SampledCovShape& s, double eps, const 
 template <typename T>
 void covariance_sampled_backward_cpu(const SampledCovShape& s, const T* x, const T* mean,
                                      const T* dmean, const T* dcov, T* dx) {
-  check_sampled_shape(s, "covariance_sampled_backward_cpu");
+  check_sampled_cov_shape(s, "covariance_sampled_backward_cpu");
   const SubRows sr(s);
   const int64_t nf = sr.nf, m = s.matrices(), positions = s.positions();
   const double rows = static_cast<double>(s.rows());
@@ -160,8 +144,7 @@ void covariance_sampled_backward_cpu(const SampledCovShape& s, const T* x, const
 
 template <typename T>
 void covariance_rows_forward_cpu(int64_t rows, int64_t n, double eps, const T* x, T* mean, T* cov) {
-  ND_CHECK(rows > 0 && n >= 0, "covariance_rows_forward_cpu: need rows > 0 and n >= 0 (rows ", rows,
-           ", n ", n, ")");
+  check_cov_rows_shape(rows, n, "covariance_rows_forward_cpu");
   std::vector<double> mu(static_cast<size_t>(n), 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t q = 0; q < n; ++q) mu[q] += static_cast<double>(x[r * n + q]);
@@ -184,8 +167,7 @@ void covariance_rows_forward_cpu(int64_t rows, int64_t n, double eps, const T* x
 template <typename T>
 void covariance_rows_backward_cpu(int64_t rows, int64_t n, const T* x, const T* mean,
                                   const T* dmean, const T* dcov, T* dx) {
-  ND_CHECK(rows > 0 && n >= 0, "covariance_rows_backward_cpu: need rows > 0 and n >= 0 (rows ",
-           rows, ", n ", n, ")");
+  check_cov_rows_shape(rows, n, "covariance_rows_backward_cpu");
   std::vector<double> gsym(static_cast<size_t>(n * n));
   for (int64_t i = 0; i < n; ++i)
     for (int64_t q = 0; q < n; ++q)

@@ -60,20 +60,9 @@ struct Geo {
   bool interleave;    // groups == 1
 };
 
+// The shared checks of deconv.h, then the limits of the launches and of cuBLAS.
 void check_sampled_shape(const SampledCovShape& s, const char* who) {
-  ND_CHECK(s.n > 0 && s.c > 0 && s.h > 0 && s.w > 0, who, ": bad input shape (n ", s.n, ", c ", s.c,
-           ", h ", s.h, ", w ", s.w, ")");
-  ND_CHECK(s.k > 0 && s.stride > 0 && s.dil > 0 && s.pad >= 0, who, ": kernel ", s.k,
-           ", sampling stride ", s.stride, " and dilation ", s.dil,
-           " must be positive and padding ", s.pad, " non-negative");
-  ND_CHECK(s.block > 0 && s.c % s.block == 0, who, ": block ", s.block,
-           " must divide the channels ", s.c);
-  ND_CHECK(s.groups > 0 && s.c % s.groups == 0, who, ": groups ", s.groups,
-           " must divide the channels ", s.c);
-  ND_CHECK(s.groups == 1 || s.block == s.c / s.groups, who, ": with groups ", s.groups,
-           " the block must be C/groups = ", s.c / s.groups, ", not ", s.block);
-  ND_CHECK(s.k == 1 || (s.out_h() > 0 && s.out_w() > 0), who, ": the (dilated) kernel ", s.k,
-           " does not fit the padded ", s.h, "x", s.w, " input");
+  check_sampled_cov_shape(s, who);
   ND_CHECK(s.groups <= 65535, who, ": at most 65535 groups (grid limit), got ", s.groups);
   ND_CHECK(s.nf() <= INT_MAX && s.rows() <= INT_MAX, who, ": nf ", s.nf(), " and rows ", s.rows(),
            " must fit in int for cuBLAS");
@@ -521,7 +510,7 @@ __global__ void fill_dmean_kernel(const float* __restrict__ dmean, int64_t n, in
 }
 
 void check_rows(int64_t rows, int64_t n, const char* who) {
-  ND_CHECK(rows > 0 && n >= 0, who, ": need rows > 0 and n >= 0 (rows ", rows, ", n ", n, ")");
+  check_cov_rows_shape(rows, n, who);
   ND_CHECK(rows <= INT_MAX && n <= INT_MAX, who, ": rows ", rows, " and n ", n,
            " must fit in int for cuBLAS");
 }

@@ -31,14 +31,7 @@ namespace {
 template <typename T>
 void batched_square_gemm(int64_t count, int64_t n, bool trans_a, bool trans_b, double alpha,
                          const T* a, const T* b, double beta, T* c) {
-  GemmShape g;
-  g.trans_a = trans_a;
-  g.trans_b = trans_b;
-  g.m = g.n = g.k = n;
-  g.lda = g.ldb = g.ldc = n;
-  g.batch = count;
-  g.stride_a = g.stride_b = g.stride_c = n * n;
-  gemm_cpu<T>(g, alpha, a, b, beta, c);
+  gemm_cpu<T>(square_batch_gemm_shape(count, n, trans_a, trans_b), alpha, a, b, beta, c);
 }
 
 // t = 1.5 I - 0.5 p for `count` n x n matrices (in place allowed).
@@ -50,21 +43,6 @@ void make_t(int64_t count, int64_t n, const T* p, T* t) {
         const int64_t at = (m * n + r) * n + c;
         t[at] = (r == c ? T(1.5) : T(0)) - T(0.5) * p[at];
       }
-}
-
-void check_ns_args(int64_t count, int64_t n, int64_t iters) {
-  ND_CHECK(count >= 0 && n >= 0 && iters >= 0,
-           "newton_schulz: count, n and iters must be >= 0 (count ", count, ", n ", n, ", iters ",
-           iters, ")");
-}
-
-void check_fold_shape(const FoldShape& s) {
-  ND_CHECK(s.o >= 0 && s.nf >= 1 && s.blocks >= 1 && s.groups >= 1, "fold: bad shape (O ", s.o,
-           ", nf ", s.nf, ", blocks ", s.blocks, ", groups ", s.groups, ")");
-  ND_CHECK(s.o % s.groups == 0, "fold: O (", s.o, ") must be a multiple of groups (", s.groups,
-           ")");
-  ND_CHECK(s.groups == 1 || s.blocks == 1, "fold: grouped weights (groups ", s.groups,
-           ") have one block per row, got blocks ", s.blocks);
 }
 
 // (O, blocks * nf) interleaved rows -> (O * blocks, nf) block rows.
@@ -87,25 +65,26 @@ void from_block_rows(const FoldShape& s, const T* src, T* dst) {
         dst[o * L + q * s.blocks + j] = src[(o * s.blocks + j) * s.nf + q];
 }
 
+// The operands of the per-group GEMMs as (O * blocks, nf) block rows: w, and where the product
+// goes. With one block they are w and `out` themselves; otherwise w is gathered into w_buf and
+// the product goes to out_buf, which the caller scatters back to `out` (from_block_rows).
+template <typename T>
+std::pair<const T*, T*> block_row_operands(const FoldShape& s, const T* w, T* out,
+                                           std::vector<T>& w_buf, std::vector<T>& out_buf) {
+  if (s.blocks == 1) return {w, out};
+  w_buf.resize(static_cast<size_t>(s.o * s.row()));
+  out_buf.resize(static_cast<size_t>(s.o * s.row()));
+  to_block_rows(s, w, w_buf.data());
+  return {w_buf.data(), out_buf.data()};
+}
+
 // Per group g: C_g = alpha op(A_g) op(B_g) + beta C_g with the given shapes and strides.
 template <typename T>
 void grouped_gemm(int64_t groups, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a,
                   int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, T* c, int64_t ldc,
                   int64_t sc) {
-  GemmShape g;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.lda = lda;
-  g.ldb = ldb;
-  g.ldc = ldc;
-  g.batch = groups;
-  g.stride_a = sa;
-  g.stride_b = sb;
-  g.stride_c = sc;
-  gemm_cpu<T>(g, 1.0, a, b, 0.0, c);
+  gemm_cpu<T>(batched_gemm_shape(groups, ta, tb, m, n, k, lda, sa, ldb, sb, ldc, sc), 1.0, a, b,
+              0.0, c);
 }
 
 }  // namespace
@@ -115,7 +94,7 @@ void grouped_gemm(int64_t groups, bool ta, bool tb, int64_t m, int64_t n, int64_
 template <typename T>
 void newton_schulz_forward_cpu(int64_t count, int64_t n, int64_t iters, const T* a, T* d,
                                T* saved) {
-  check_ns_args(count, n, iters);
+  check_newton_schulz_args(count, n, iters, "newton_schulz");
   if (count == 0 || n == 0) return;
   const int64_t nn = n * n, S = count * nn;
   std::vector<T> own;
@@ -168,7 +147,7 @@ void newton_schulz_forward_cpu(int64_t count, int64_t n, int64_t iters, const T*
 template <typename T>
 void newton_schulz_backward_cpu(int64_t count, int64_t n, int64_t iters, const T* a, const T* saved,
                                 const T* dd, T* da) {
-  check_ns_args(count, n, iters);
+  check_newton_schulz_args(count, n, iters, "newton_schulz");
   if (count == 0 || n == 0) return;
   const int64_t nn = n * n, S = count * nn;
   const T* norm = saved + 2 * iters * S;
@@ -232,19 +211,11 @@ void newton_schulz_backward_cpu(int64_t count, int64_t n, int64_t iters, const T
 template <typename T>
 void fold_forward_cpu(const FoldShape& s, const T* w, const T* bias, const T* d, const T* mu,
                       T* w_out, T* bias_out) {
-  check_fold_shape(s);
+  check_fold_shape(s, "fold");
   if (s.o == 0) return;
   const int64_t L = s.row(), og = s.o / s.groups, rows = og * s.blocks;
   std::vector<T> wb_buf, out_buf;
-  const T* wb = w;
-  T* wb_out = w_out;
-  if (s.blocks > 1) {
-    wb_buf.resize(static_cast<size_t>(s.o * L));
-    out_buf.resize(static_cast<size_t>(s.o * L));
-    to_block_rows(s, w, wb_buf.data());
-    wb = wb_buf.data();
-    wb_out = out_buf.data();
-  }
+  const auto [wb, wb_out] = block_row_operands(s, w, w_out, wb_buf, out_buf);
   // W'_g (rows, nf) = W_g (rows, nf) D_g (nf, nf)
   grouped_gemm<T>(s.groups, false, false, rows, s.nf, s.nf, wb, s.nf, rows * s.nf, d, s.nf,
                   s.nf * s.nf, wb_out, s.nf, rows * s.nf);
@@ -260,7 +231,7 @@ void fold_forward_cpu(const FoldShape& s, const T* w, const T* bias, const T* d,
 template <typename T>
 void fold_backward_cpu(const FoldShape& s, const T* w, const T* d, const T* mu, const T* w_out,
                        const T* dw_out, const T* dbias_out, T* dw, T* dd, T* dmu) {
-  check_fold_shape(s);
+  check_fold_shape(s, "fold");
   const int64_t L = s.row(), og = s.o / s.groups, rows = og * s.blocks;
   if (s.o == 0) {
     for (int64_t e = 0; e < s.groups * s.nf * s.nf; ++e) dd[e] = T(0);
@@ -276,15 +247,7 @@ void fold_backward_cpu(const FoldShape& s, const T* w, const T* d, const T* mu, 
         g[(o * s.blocks + j) * s.nf + q] = dw_out[o * L + q * s.blocks + j] - dbias_out[o] * mg[q];
   }
   std::vector<T> wb_buf, dwb_buf;
-  const T* wb = w;
-  T* dwb = dw;
-  if (s.blocks > 1) {
-    wb_buf.resize(static_cast<size_t>(s.o * L));
-    dwb_buf.resize(static_cast<size_t>(s.o * L));
-    to_block_rows(s, w, wb_buf.data());
-    wb = wb_buf.data();
-    dwb = dwb_buf.data();
-  }
+  const auto [wb, dwb] = block_row_operands(s, w, dw, wb_buf, dwb_buf);
   // dW_g (rows, nf) = G_g D_g^T
   grouped_gemm<T>(s.groups, false, true, rows, s.nf, s.nf, g.data(), s.nf, rows * s.nf, d, s.nf,
                   s.nf * s.nf, dwb, s.nf, rows * s.nf);

@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/deconv.h"
 #include "kernels/matmul.h"
 
@@ -33,33 +34,9 @@ namespace nd::kernels {
 namespace {
 
 constexpr int kSmallN = 32;  // largest n of the one-block-per-matrix kernels
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kElemBlock = 256;
 constexpr int kReduceBlock = 256;
 constexpr int kMaxGridY = 65535;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-
-// Sum of v over the block, returned to every thread; every thread must call it. `scratch` holds
-// 32 floats and is free again when this returns.
-__device__ float block_sum(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  v = warp_sum(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float t = lane < warps ? scratch[lane] : 0.0f;
-    t = warp_sum(t);
-    if (lane == 0) scratch[0] = t;
-  }
-  __syncthreads();
-  const float total = scratch[0];
-  __syncthreads();
-  return total;
-}
 
 __device__ __forceinline__ void swap_ptr(float*& a, float*& b) {
   float* t = a;
@@ -388,22 +365,16 @@ struct SquareGemm {
   cudaStream_t st;
   void operator()(bool ta, bool tb, double alpha, const float* a, const float* b, double beta,
                   float* c) const {
-    GemmShape g;
-    g.trans_a = ta;
-    g.trans_b = tb;
-    g.m = g.n = g.k = n;
-    g.lda = g.ldb = g.ldc = n;
-    g.batch = count;
-    g.stride_a = g.stride_b = g.stride_c = n * n;
-    gemm_cuda(g, alpha, a, b, beta, c, st);
+    gemm_cuda(square_batch_gemm_shape(count, n, ta, tb), alpha, a, b, beta, c, st);
   }
 };
 
+// The shared check of deconv.h, then the int the kernels take.
 void check_ns_args(int64_t count, int64_t n, int64_t iters) {
-  ND_CHECK(
-      count >= 0 && n >= 0 && iters >= 0 && iters <= INT_MAX && n <= INT_MAX && count <= INT_MAX,
-      "newton_schulz_cuda: count, n and iters must be in [0, INT_MAX] (count ", count, ", n ", n,
-      ", iters ", iters, ")");
+  check_newton_schulz_args(count, n, iters, "newton_schulz_cuda");
+  ND_CHECK(iters <= INT_MAX && n <= INT_MAX && count <= INT_MAX,
+           "newton_schulz_cuda: count, n and iters must be at most INT_MAX (count ", count, ", n ",
+           n, ", iters ", iters, ")");
 }
 
 }  // namespace
@@ -555,15 +526,6 @@ void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const 
 
 namespace {
 
-void check_fold_shape(const FoldShape& s) {
-  ND_CHECK(s.o >= 0 && s.nf >= 1 && s.blocks >= 1 && s.groups >= 1, "fold_cuda: bad shape (O ", s.o,
-           ", nf ", s.nf, ", blocks ", s.blocks, ", groups ", s.groups, ")");
-  ND_CHECK(s.o % s.groups == 0, "fold_cuda: O (", s.o, ") must be a multiple of groups (", s.groups,
-           ")");
-  ND_CHECK(s.groups == 1 || s.blocks == 1, "fold_cuda: grouped weights (groups ", s.groups,
-           ") have one block per row, got blocks ", s.blocks);
-}
-
 // dst (O * blocks, nf) block rows from src (O, blocks * nf) interleaved rows:
 // dst[(o * blocks + j) * nf + q] = src[o * L + q * blocks + j] - (dbias ? dbias[o] mu_g[q] : 0).
 __global__ void fold_gather_kernel(int64_t total, int64_t nf, int64_t blocks, int64_t og,
@@ -626,20 +588,23 @@ __global__ void fold_dmu_kernel(int64_t total, int64_t nf, int64_t blocks,
 void grouped_gemm(int64_t groups, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a,
                   int64_t lda, int64_t sa, const float* b, int64_t ldb, int64_t sb, float* c,
                   int64_t ldc, int64_t sc, cudaStream_t st) {
-  GemmShape g;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.lda = lda;
-  g.ldb = ldb;
-  g.ldc = ldc;
-  g.batch = groups;
-  g.stride_a = sa;
-  g.stride_b = sb;
-  g.stride_c = sc;
-  gemm_cuda(g, 1.0, a, b, 0.0, c, st);
+  gemm_cuda(batched_gemm_shape(groups, ta, tb, m, n, k, lda, sa, ldb, sb, ldc, sc), 1.0, a, b, 0.0,
+            c, st);
+}
+
+// The operands of the per-group GEMMs as (O * blocks, nf) block rows: w, and where the product
+// goes. With one block they are w and `out` themselves; otherwise w is gathered into scratch and
+// the product goes to another scratch buffer, which the caller scatters back to `out`
+// (fold_scatter_kernel).
+std::pair<const float*, float*> block_row_operands(const FoldShape& s, const float* w, float* out,
+                                                   Scratch& scratch, cudaStream_t st) {
+  if (s.blocks == 1) return {w, out};
+  const int64_t total = s.o * s.row(), og = s.o / s.groups;
+  float* gathered = scratch_array<float>(scratch, total);
+  fold_gather_kernel<<<grid_for(total, kElemBlock), kElemBlock, 0, st>>>(
+      total, s.nf, s.blocks, og, w, nullptr, nullptr, gathered);
+  ND_CUDA_CHECK_LAUNCH();
+  return {gathered, scratch_array<float>(scratch, total)};
 }
 
 }  // namespace
@@ -647,19 +612,10 @@ void grouped_gemm(int64_t groups, bool ta, bool tb, int64_t m, int64_t n, int64_
 void fold_forward_cuda(const FoldShape& s, const float* w, const float* bias, const float* d,
                        const float* mu, float* w_out, float* bias_out, Scratch& scratch,
                        cudaStream_t st) {
-  check_fold_shape(s);
+  check_fold_shape(s, "fold_cuda");
   if (s.o == 0) return;
   const int64_t L = s.row(), og = s.o / s.groups, rows = og * s.blocks, total = s.o * L;
-  const float* wb = w;
-  float* wb_out = w_out;
-  if (s.blocks > 1) {
-    float* gathered = scratch_array<float>(scratch, total);
-    fold_gather_kernel<<<grid_for(total, kElemBlock), kElemBlock, 0, st>>>(
-        total, s.nf, s.blocks, og, w, nullptr, nullptr, gathered);
-    ND_CUDA_CHECK_LAUNCH();
-    wb = gathered;
-    wb_out = scratch_array<float>(scratch, total);
-  }
+  const auto [wb, wb_out] = block_row_operands(s, w, w_out, scratch, st);
   // W'_g (rows, nf) = W_g D_g
   grouped_gemm(s.groups, false, false, rows, s.nf, s.nf, wb, s.nf, rows * s.nf, d, s.nf,
                s.nf * s.nf, wb_out, s.nf, rows * s.nf, st);
@@ -679,7 +635,7 @@ void fold_forward_cuda(const FoldShape& s, const float* w, const float* bias, co
 void fold_backward_cuda(const FoldShape& s, const float* w, const float* d, const float* mu,
                         const float* w_out, const float* dw_out, const float* dbias_out, float* dw,
                         float* dd, float* dmu, Scratch& scratch, cudaStream_t st) {
-  check_fold_shape(s);
+  check_fold_shape(s, "fold_cuda");
   const int64_t L = s.row(), og = s.o / s.groups, rows = og * s.blocks, total = s.o * L;
   if (s.o == 0) {
     ND_CUDA_CHECK(cudaMemsetAsync(dd, 0, size_t(s.groups * s.nf * s.nf) * sizeof(float), st));
@@ -692,16 +648,7 @@ void fold_backward_cuda(const FoldShape& s, const float* w, const float* d, cons
   fold_gather_kernel<<<eg, kElemBlock, 0, st>>>(total, s.nf, s.blocks, og, dw_out, dbias_out, mu,
                                                 g);
   ND_CUDA_CHECK_LAUNCH();
-  const float* wb = w;
-  float* dwb = dw;
-  if (s.blocks > 1) {
-    float* gathered = scratch_array<float>(scratch, total);
-    fold_gather_kernel<<<eg, kElemBlock, 0, st>>>(total, s.nf, s.blocks, og, w, nullptr, nullptr,
-                                                  gathered);
-    ND_CUDA_CHECK_LAUNCH();
-    wb = gathered;
-    dwb = scratch_array<float>(scratch, total);
-  }
+  const auto [wb, dwb] = block_row_operands(s, w, dw, scratch, st);
   // dW_g (rows, nf) = G_g D_g^T
   grouped_gemm(s.groups, false, true, rows, s.nf, s.nf, g, s.nf, rows * s.nf, d, s.nf, s.nf * s.nf,
                dwb, s.nf, rows * s.nf, st);

@@ -7,24 +7,12 @@
 #include <cstdint>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/loss.h"
 
 namespace nd::kernels {
 
 namespace {
-
-constexpr unsigned kFullMask = 0xffffffffu;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1)
-    v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-  return v;
-}
 
 // log(sum_j exp(z_j)) for one row, computed by a whole warp; every lane gets the result.
 __device__ __forceinline__ float warp_log_sum_exp(const float* z, int64_t k, int lane) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/reduce.h"
 
 namespace nd::kernels {
@@ -84,8 +85,8 @@ __global__ void argmax_rows_kernel(const float* __restrict__ x, int64_t* __restr
       }
     }
     for (int offset = 16; offset > 0; offset >>= 1) {
-      const float other = __shfl_down_sync(0xffffffffu, best, offset);
-      const int64_t other_i = __shfl_down_sync(0xffffffffu, best_i, offset);
+      const float other = __shfl_down_sync(kFullMask, best, offset);
+      const int64_t other_i = __shfl_down_sync(kFullMask, best_i, offset);
       if (other_i < cols &&
           (best_i == cols || other > best || (other == best && other_i < best_i))) {
         best = other;

@@ -3,12 +3,15 @@
 // |got - want| <= atol + rtol * |want| (NaN matches only NaN, infinities only themselves), and on
 // the first mismatch FAILs with the caller's description, the index, both values, the number of
 // bad elements and the largest absolute error. max_abs gives the scale of a tensor, for
-// tolerances relative to the magnitude of a result. Header-only.
+// tolerances relative to the magnitude of a result. all_close and CHECK_ALL_CLOSE apply that bound
+// to host vectors of doubles (kernel tests on raw arrays; NaN never matches) as a CHECK.
+// Header-only.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <iomanip>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -91,4 +94,41 @@ inline void require_equal(const nd::Tensor& got, const nd::Tensor& want, const s
   require_close(got, want, 0.0, 0.0, what);
 }
 
+// For kernel tests on raw host arrays: whether every element satisfies
+// |got - want| <= atol + rtol * |want| (a NaN on either side never matches, unlike require_close).
+// `why` receives the first bad index with both values, the number of bad elements and the largest
+// absolute error (infinite where a NaN is involved).
+inline bool all_close(const std::vector<double>& got, const std::vector<double>& want, double rtol,
+                      double atol, std::string& why) {
+  if (got.size() != want.size()) {
+    why = "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
+    return false;
+  }
+  int64_t bad = 0;
+  double max_err = 0;
+  std::ostringstream os;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(got[i] - want[i]);
+    max_err = std::max(max_err, std::isnan(err) ? std::numeric_limits<double>::infinity() : err);
+    if (!(err <= atol + rtol * std::abs(want[i]))) {
+      if (bad == 0) os << "first bad index " << i << ": got " << got[i] << ", want " << want[i];
+      ++bad;
+    }
+  }
+  os << "; " << bad << " bad of " << got.size() << ", max abs error " << max_err << " (rtol "
+     << rtol << ", atol " << atol << ")";
+  why = os.str();
+  return bad == 0;
+}
+
 }  // namespace nd::test
+
+// CHECK (not REQUIRE: the test goes on) that nd::test::all_close holds for two
+// std::vector<double>, reporting its findings under `what`.
+#define CHECK_ALL_CLOSE(got, want, rtol, atol, what)                           \
+  do {                                                                         \
+    std::string why_;                                                          \
+    const bool ok_ = nd::test::all_close((got), (want), (rtol), (atol), why_); \
+    INFO(what << ": " << why_);                                                \
+    CHECK(ok_);                                                                \
+  } while (0)

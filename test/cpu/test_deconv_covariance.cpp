@@ -15,48 +15,22 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <numeric>
 #include <random>
-#include <sstream>
-#include <string>
 #include <vector>
 
 #include "kernels/deconv.h"
 #include "test/catch.h"
+#include "test/compare.h"
+#include "test/deconv_cases.h"
 
 namespace {
 
 using nd::kernels::SampledCovShape;
-
-// One case of the table: the layer's arguments, with the block resolved as FastDeconv does.
-struct CovCase {
-  int64_t n, c, h, w, k, pad, dil, stride, block_arg, groups;
-};
-
-// Block size rule of section 1: start from `block`; B = C if B > C, else gcd(B, C) if B does not
-// divide C; groups > 1 overrides it with C / groups.
-int64_t resolve_block(int64_t c, int64_t block, int64_t groups) {
-  if (groups > 1) return c / groups;
-  if (block > c) return c;
-  if (c % block != 0) return std::gcd(block, c);
-  return block;
-}
-
-SampledCovShape make_shape(const CovCase& cc) {
-  SampledCovShape s;
-  s.n = cc.n, s.c = cc.c, s.h = cc.h, s.w = cc.w, s.k = cc.k, s.pad = cc.pad, s.dil = cc.dil;
-  s.stride = cc.stride, s.groups = cc.groups;
-  s.block = resolve_block(cc.c, cc.block_arg, cc.groups);
-  return s;
-}
-
-std::string describe(const SampledCovShape& s) {
-  std::ostringstream os;
-  os << "N=" << s.n << " C=" << s.c << " H=" << s.h << " W=" << s.w << " k=" << s.k
-     << " pad=" << s.pad << " dil=" << s.dil << " s=" << s.stride << " B=" << s.block
-     << " groups=" << s.groups << " (nf=" << s.nf() << ", R=" << s.rows() << ")";
-  return os.str();
-}
+using nd::test::CovCase;
+using nd::test::describe;
+using nd::test::make_shape;
+using nd::test::max_abs;
+using nd::test::to_double;
 
 // Values that are exact in float, with a nonzero mean so centring matters.
 std::vector<double> random_values(int64_t count, uint64_t seed, double lo, double hi) {
@@ -72,48 +46,20 @@ std::vector<T> cast_to(const std::vector<double>& v) {
   return std::vector<T>(v.begin(), v.end());
 }
 
-// Compares element-wise with |got - want| <= atol + rtol |want|; on failure `why` names the
-// first bad index, both values and the number of bad elements.
-bool all_close(const std::vector<double>& got, const std::vector<double>& want, double rtol,
-               double atol, std::string& why) {
-  if (got.size() != want.size()) {
-    why = "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
-    return false;
+// Central differences (loss(x0 + h e_i) - loss(x0 - h e_i)) / 2h for every element i of x0.
+template <typename Loss>
+std::vector<double> central_differences(const std::vector<double>& x0, double h, Loss&& loss) {
+  std::vector<double> num(x0.size());
+  std::vector<double> x = x0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = x0[i] + h;
+    const double lp = loss(x);
+    x[i] = x0[i] - h;
+    const double lm = loss(x);
+    x[i] = x0[i];
+    num[i] = (lp - lm) / (2 * h);
   }
-  int64_t bad = 0;
-  double max_err = 0;
-  std::ostringstream os;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::abs(got[i] - want[i]);
-    max_err = std::max(max_err, std::isnan(err) ? std::numeric_limits<double>::infinity() : err);
-    if (!(err <= atol + rtol * std::abs(want[i]))) {
-      if (bad == 0) os << "first bad index " << i << ": got " << got[i] << ", want " << want[i];
-      ++bad;
-    }
-  }
-  os << "; " << bad << " bad of " << got.size() << ", max abs error " << max_err << " (rtol "
-     << rtol << ", atol " << atol << ")";
-  why = os.str();
-  return bad == 0;
-}
-
-// CHECK that all_close holds, reporting its findings under `what`.
-#define CHECK_CLOSE(got, want, rtol, atol, what)                     \
-  do {                                                               \
-    std::string why_;                                                \
-    const bool ok_ = all_close((got), (want), (rtol), (atol), why_); \
-    INFO(what << ": " << why_);                                      \
-    CHECK(ok_);                                                      \
-  } while (0)
-
-std::vector<double> to_double(const std::vector<float>& v) {
-  return std::vector<double>(v.begin(), v.end());
-}
-
-double max_abs(const std::vector<double>& v) {
-  double m = 0;
-  for (double e : v) m = std::max(m, std::abs(e));
-  return m;
+  return num;
 }
 
 // ---- the independent construction --------------------------------------------------------------
@@ -227,28 +173,7 @@ std::vector<bool> sampled_pixels(const SampledCovShape& s) {
 }
 
 // ---- the case table -----------------------------------------------------------------------------
-
-// {n, c, h, w, k, pad, dil, stride, block argument, groups}
-const std::vector<CovCase> kForwardCases = {
-    {2, 128, 7, 7, 3, 1, 1, 3, 64, 1},  // interleave of 2 blocks, nf 576
-    {2, 96, 7, 9, 3, 1, 1, 3, 64, 1},   // gcd rule: B 32, 3 blocks
-    {1, 96, 7, 9, 3, 1, 1, 3, 64, 1},   // batch 1
-    {2, 3, 11, 13, 3, 1, 1, 3, 64, 1},  // first layer: B = C = 3, nf 27
-    {2, 65, 6, 5, 3, 1, 1, 2, 64, 1},   // gcd 1: 65 blocks of nf 9
-    {3, 8, 7, 9, 3, 0, 1, 3, 4, 1},     // pad 0
-    {2, 8, 7, 9, 3, 2, 1, 3, 4, 1},     // pad 2
-    {2, 6, 9, 8, 3, 2, 2, 2, 2, 1},     // dilation 2
-    {2, 4, 6, 7, 3, 1, 1, 1, 2, 1},     // sampling stride 1 (overlapping patches)
-    {1, 5, 9, 9, 5, 2, 1, 3, 64, 1},    // k 5
-    {2, 16, 7, 9, 1, 0, 1, 3, 8, 1},    // k 1, s 3
-    {4, 16, 8, 8, 1, 0, 1, 6, 8, 1},    // k 1, s 6
-    {1, 12, 7, 9, 1, 0, 1, 1, 64, 1},   // k 1, s 1, B = C
-    {2, 8, 6, 6, 3, 1, 1, 2, 64, 2},    // groups 2
-    {2, 12, 7, 5, 1, 0, 1, 3, 64, 3},   // groups 3, k 1
-    {2, 6, 7, 9, 3, 1, 1, 3, 64, 6},    // depthwise: nf 9 per channel
-    {2, 4, 9, 8, 7, 3, 1, 3, 64, 4},    // depthwise 7x7: nf 49
-    {1, 32, 9, 7, 3, 1, 2, 3, 64, 32},  // depthwise, dilation 2, batch 1
-};
+// The forward runs over nd::test::kCovTableCases (test/deconv_cases.h), shared with the CUDA test.
 
 // Small shapes for the gradient checks (every pixel is perturbed).
 const std::vector<CovCase> kGradCases = {
@@ -268,7 +193,7 @@ const std::vector<CovCase> kGradCases = {
 TEST_CASE("covariance_sampled forward matches an explicit construction", "[deconv_cov]") {
   const double eps = 1e-5;
   uint64_t seed = 1;
-  for (const CovCase& cc : kForwardCases) {
+  for (const CovCase& cc : nd::test::kCovTableCases) {
     const SampledCovShape s = make_shape(cc);
     INFO(describe(s));
     const std::vector<double> x = random_values(s.n * s.c * s.h * s.w, seed++, -1.0, 2.0);
@@ -283,8 +208,8 @@ TEST_CASE("covariance_sampled forward matches an explicit construction", "[decon
     const size_t nm = static_cast<size_t>(s.matrices() * s.nf());
     std::vector<double> mean(nm), cov(nm * static_cast<size_t>(s.nf()));
     nd::kernels::covariance_sampled_forward_cpu<double>(s, eps, x.data(), mean.data(), cov.data());
-    CHECK_CLOSE(mean, want_mean, 1e-12, 1e-13 * max_abs(want_mean), "mean");
-    CHECK_CLOSE(cov, want_cov, 1e-11, 1e-12 * max_abs(want_cov), "cov");
+    CHECK_ALL_CLOSE(mean, want_mean, 1e-12, 1e-13 * max_abs(want_mean), "mean");
+    CHECK_ALL_CLOSE(cov, want_cov, 1e-11, 1e-12 * max_abs(want_cov), "cov");
     // Exactly symmetric.
     bool symmetric = true;
     const int64_t nf = s.nf();
@@ -300,8 +225,8 @@ TEST_CASE("covariance_sampled forward matches an explicit construction", "[decon
     std::vector<float> meanf(nm), covf(cov.size());
     nd::kernels::covariance_sampled_forward_cpu<float>(s, eps, xf.data(), meanf.data(),
                                                        covf.data());
-    CHECK_CLOSE(to_double(meanf), want_mean, 1e-6, 1e-7 * max_abs(want_mean), "float mean");
-    CHECK_CLOSE(to_double(covf), want_cov, 1e-6, 1e-7 * max_abs(want_cov), "float cov");
+    CHECK_ALL_CLOSE(to_double(meanf), want_mean, 1e-6, 1e-7 * max_abs(want_mean), "float mean");
+    CHECK_ALL_CLOSE(to_double(covf), want_cov, 1e-6, 1e-7 * max_abs(want_cov), "float cov");
   }
 }
 
@@ -362,18 +287,8 @@ void gradient_check(const SampledCovShape& s, bool with_dmean, uint64_t seed) {
       s, x0.data(), mean0.data(), with_dmean ? r2.data() : nullptr, r1.data(), dx.data());
   // The loss is quadratic in x, so the central difference is exact but for rounding; a large
   // step keeps that rounding (~1e-16 |loss| / h) far below the tolerance.
-  const double h = 1e-2;
-  std::vector<double> num(x0.size());
-  std::vector<double> x = x0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    x[i] = x0[i] + h;
-    const double lp = loss(x);
-    x[i] = x0[i] - h;
-    const double lm = loss(x);
-    x[i] = x0[i];
-    num[i] = (lp - lm) / (2 * h);
-  }
-  CHECK_CLOSE(dx, num, 1e-7, 1e-9 * std::max(1.0, max_abs(num)), "dx");
+  const std::vector<double> num = central_differences(x0, 1e-2, loss);
+  CHECK_ALL_CLOSE(dx, num, 1e-7, 1e-9 * std::max(1.0, max_abs(num)), "dx");
   CHECK(max_abs(num) > 0);
 
   // The float instantiation on the same (float-exact) values.
@@ -382,7 +297,7 @@ void gradient_check(const SampledCovShape& s, bool with_dmean, uint64_t seed) {
   std::vector<float> dxf(x0.size(), std::numeric_limits<float>::quiet_NaN());
   nd::kernels::covariance_sampled_backward_cpu<float>(
       s, xf.data(), meanf.data(), with_dmean ? r2f.data() : nullptr, r1f.data(), dxf.data());
-  CHECK_CLOSE(to_double(dxf), dx, 1e-5, 1e-6 * max_abs(dx), "float dx");
+  CHECK_ALL_CLOSE(to_double(dxf), dx, 1e-5, 1e-6 * max_abs(dx), "float dx");
 }
 
 TEST_CASE("covariance_sampled backward matches central differences", "[deconv_cov]") {
@@ -461,13 +376,13 @@ TEST_CASE("covariance_rows forward and backward", "[deconv_cov]") {
     std::vector<double> mean(static_cast<size_t>(n)), cov(static_cast<size_t>(n * n));
     nd::kernels::covariance_rows_forward_cpu<double>(rows, n, 1e-3, x.data(), mean.data(),
                                                      cov.data());
-    CHECK_CLOSE(mean, want_mean, 1e-12, 1e-13 * max_abs(want_mean), "mean");
-    CHECK_CLOSE(cov, want_cov, 1e-11, 1e-12 * max_abs(want_cov), "cov");
+    CHECK_ALL_CLOSE(mean, want_mean, 1e-12, 1e-13 * max_abs(want_mean), "mean");
+    CHECK_ALL_CLOSE(cov, want_cov, 1e-11, 1e-12 * max_abs(want_cov), "cov");
     std::vector<float> meanf(mean.size()), covf(cov.size());
     const std::vector<float> xf = cast_to<float>(x);
     nd::kernels::covariance_rows_forward_cpu<float>(rows, n, 1e-3, xf.data(), meanf.data(),
                                                     covf.data());
-    CHECK_CLOSE(to_double(covf), want_cov, 1e-6, 1e-7 * max_abs(want_cov), "float cov");
+    CHECK_ALL_CLOSE(to_double(covf), want_cov, 1e-6, 1e-7 * max_abs(want_cov), "float cov");
 
     // Backward against central differences, with and without dmean.
     const std::vector<double> r1 = random_values(n * n, seed + 50, -1.0, 1.0);
@@ -487,17 +402,8 @@ TEST_CASE("covariance_rows forward and backward", "[deconv_cov]") {
       std::vector<double> dx(x.size(), std::numeric_limits<double>::quiet_NaN());
       nd::kernels::covariance_rows_backward_cpu<double>(
           rows, n, x.data(), mean.data(), with_dmean ? r2.data() : nullptr, r1.data(), dx.data());
-      std::vector<double> num(x.size()), xx = x;
-      const double h = 1e-2;
-      for (size_t i = 0; i < x.size(); ++i) {
-        xx[i] = x[i] + h;
-        const double lp = loss(xx);
-        xx[i] = x[i] - h;
-        const double lm = loss(xx);
-        xx[i] = x[i];
-        num[i] = (lp - lm) / (2 * h);
-      }
-      CHECK_CLOSE(dx, num, 1e-7, 1e-9 * std::max(1.0, max_abs(num)), "dx");
+      const std::vector<double> num = central_differences(x, 1e-2, loss);
+      CHECK_ALL_CLOSE(dx, num, 1e-7, 1e-9 * std::max(1.0, max_abs(num)), "dx");
     }
   }
 }

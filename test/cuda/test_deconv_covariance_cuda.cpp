@@ -5,14 +5,9 @@
 // host, copied to the device through the engine's tensors, and the kernels are called directly
 // with raw pointers, a DeviceScratch and the engine's stream. Built only with CUDA.
 #ifdef ND_WITH_CUDA
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <limits>
-#include <numeric>
 #include <random>
-#include <sstream>
-#include <string>
 #include <vector>
 
 #include "engine/allocator.h"
@@ -20,6 +15,8 @@
 #include "kernels/cuda_runtime_api.h"
 #include "kernels/deconv.h"
 #include "test/catch.h"
+#include "test/compare.h"
+#include "test/deconv_cases.h"
 
 namespace {
 
@@ -27,6 +24,9 @@ using nd::Device;
 using nd::DType;
 using nd::Tensor;
 using nd::kernels::SampledCovShape;
+using nd::test::CovCase;
+using nd::test::describe;
+using nd::test::make_shape;
 
 const Device kCuda = Device::cuda(0);
 
@@ -42,34 +42,6 @@ const Device kCuda = Device::cuda(0);
 constexpr double kRtol = 1e-3;
 constexpr double kAtolScale = 1e-4;
 
-// {n, c, h, w, k, pad, dil, stride, block argument, groups}
-struct CovCase {
-  int64_t n, c, h, w, k, pad, dil, stride, block_arg, groups;
-};
-
-int64_t resolve_block(int64_t c, int64_t block, int64_t groups) {
-  if (groups > 1) return c / groups;
-  if (block > c) return c;
-  if (c % block != 0) return std::gcd(block, c);
-  return block;
-}
-
-SampledCovShape make_shape(const CovCase& cc) {
-  SampledCovShape s;
-  s.n = cc.n, s.c = cc.c, s.h = cc.h, s.w = cc.w, s.k = cc.k, s.pad = cc.pad, s.dil = cc.dil;
-  s.stride = cc.stride, s.groups = cc.groups;
-  s.block = resolve_block(cc.c, cc.block_arg, cc.groups);
-  return s;
-}
-
-std::string describe(const SampledCovShape& s) {
-  std::ostringstream os;
-  os << "N=" << s.n << " C=" << s.c << " H=" << s.h << " W=" << s.w << " k=" << s.k
-     << " pad=" << s.pad << " dil=" << s.dil << " s=" << s.stride << " B=" << s.block
-     << " groups=" << s.groups << " (nf=" << s.nf() << ", R=" << s.rows() << ")";
-  return os.str();
-}
-
 std::vector<float> random_values(int64_t count, uint64_t seed, float lo, float hi) {
   std::mt19937_64 gen(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
@@ -78,44 +50,10 @@ std::vector<float> random_values(int64_t count, uint64_t seed, float lo, float h
   return v;
 }
 
-double max_abs(const std::vector<float>& v) {
-  double m = 0;
-  for (float e : v) m = std::max(m, std::abs(static_cast<double>(e)));
-  return m;
-}
-
-// |got - want| <= kRtol |want| + kAtolScale max|want| element-wise; `why` describes the first
-// failure, the number of bad elements and the largest error.
-bool close(const std::vector<float>& got, const std::vector<float>& want, std::string& why) {
-  if (got.size() != want.size()) {
-    why = "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
-    return false;
-  }
-  const double atol = kAtolScale * max_abs(want);
-  int64_t bad = 0;
-  double max_err = 0;
-  std::ostringstream os;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::abs(static_cast<double>(got[i]) - want[i]);
-    max_err = std::max(max_err, std::isnan(err) ? std::numeric_limits<double>::infinity() : err);
-    if (!(err <= atol + kRtol * std::abs(static_cast<double>(want[i])))) {
-      if (bad == 0) os << "first bad index " << i << ": got " << got[i] << ", want " << want[i];
-      ++bad;
-    }
-  }
-  os << "; " << bad << " bad of " << got.size() << ", max abs error " << max_err << " (atol "
-     << atol << ")";
-  why = os.str();
-  return bad == 0;
-}
-
-#define CHECK_CLOSE(got, want, what)             \
-  do {                                           \
-    std::string why_;                            \
-    const bool ok_ = close((got), (want), why_); \
-    INFO(what << ": " << why_);                  \
-    CHECK(ok_);                                  \
-  } while (0)
+// CHECK |got - want| <= kRtol |want| + kAtolScale max|want| element-wise (float vectors).
+#define CHECK_CLOSE(got, want, what)                                          \
+  CHECK_ALL_CLOSE(nd::test::to_double(got), nd::test::to_double(want), kRtol, \
+                  (kAtolScale * nd::test::max_abs(want)), what)
 
 Tensor device_tensor(const std::vector<float>& v) {
   return Tensor::from_vector(v, {static_cast<int64_t>(v.size())}).to(kCuda);
@@ -129,26 +67,9 @@ std::vector<float> host(const Tensor& t) {
   return t.to_vector<float>();
 }
 
-const std::vector<CovCase> kCases = {
-    // the CPU test's table
-    {2, 128, 7, 7, 3, 1, 1, 3, 64, 1},
-    {2, 96, 7, 9, 3, 1, 1, 3, 64, 1},
-    {1, 96, 7, 9, 3, 1, 1, 3, 64, 1},
-    {2, 3, 11, 13, 3, 1, 1, 3, 64, 1},
-    {2, 65, 6, 5, 3, 1, 1, 2, 64, 1},
-    {3, 8, 7, 9, 3, 0, 1, 3, 4, 1},
-    {2, 8, 7, 9, 3, 2, 1, 3, 4, 1},
-    {2, 6, 9, 8, 3, 2, 2, 2, 2, 1},
-    {2, 4, 6, 7, 3, 1, 1, 1, 2, 1},
-    {1, 5, 9, 9, 5, 2, 1, 3, 64, 1},
-    {2, 16, 7, 9, 1, 0, 1, 3, 8, 1},
-    {4, 16, 8, 8, 1, 0, 1, 6, 8, 1},
-    {1, 12, 7, 9, 1, 0, 1, 1, 64, 1},
-    {2, 8, 6, 6, 3, 1, 1, 2, 64, 2},
-    {2, 12, 7, 5, 1, 0, 1, 3, 64, 3},
-    {2, 6, 7, 9, 3, 1, 1, 3, 64, 6},
-    {2, 4, 9, 8, 7, 3, 1, 3, 64, 4},
-    {1, 32, 9, 7, 3, 1, 2, 3, 64, 32},
+// Cases beyond the CPU test's table.
+const std::vector<CovCase> kExtraCases = {
+    // two of the CPU test's unsampled-pixel cases
     {2, 2, 8, 8, 3, 1, 1, 3, 64, 1},
     {2, 2, 8, 8, 3, 0, 1, 3, 64, 1},
     // primes and sizes that are not multiples of the tiles, more rows than one split
@@ -162,6 +83,15 @@ const std::vector<CovCase> kCases = {
     {128, 512, 4, 4, 3, 1, 1, 3, 64, 1},   // deep stage: 8 blocks of nf 576
     {128, 512, 4, 4, 1, 0, 1, 3, 64, 1},   // 1x1 on the deep stage
 };
+
+// The CPU test's table (test/deconv_cases.h), then the cases above.
+std::vector<CovCase> cuda_cases() {
+  std::vector<CovCase> cases = nd::test::kCovTableCases;
+  cases.insert(cases.end(), kExtraCases.begin(), kExtraCases.end());
+  return cases;
+}
+
+const std::vector<CovCase> kCases = cuda_cases();
 
 TEST_CASE("covariance_sampled CUDA matches the CPU reference", "[cuda][deconv_cov]") {
   cudaStream_t st = nd::kernels::cuda_stream(0);
