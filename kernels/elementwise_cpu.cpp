@@ -1,4 +1,5 @@
 // CPU reference of the elementwise family (see elementwise.h): plain loops over float/double.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -175,6 +176,50 @@ void fill_typed(T* y, int64_t n, T v) {
   for (int64_t i = 0; i < n; ++i) y[i] = v;
 }
 
+// Transposing copies (a strided view whose unit-stride dimension p is not the last) go tile by
+// tile over the (p, last) plane so both sides stay in cache; other dims are walked outside.
+template <typename T, bool kScatter>
+void copy_strided_tiled(const T* src, T* dst, const StridedLayout& l, int p) {
+  constexpr int64_t kTile = 32;
+  const int last = l.ndim - 1;
+  int64_t out_stride[kMaxDims];  // strides of the contiguous side
+  int64_t acc = 1;
+  for (int d = last; d >= 0; --d) {
+    out_stride[d] = acc;
+    acc *= l.shape[d];
+  }
+  const int64_t rows = l.shape[p], cols = l.shape[last], col_stride = l.stride[last];
+  const int64_t row_out = out_stride[p];
+  int64_t idx[kMaxDims] = {};
+  int64_t off = 0, base = 0;  // strided / contiguous offsets of the current plane
+  for (;;) {
+    for (int64_t i0 = 0; i0 < rows; i0 += kTile)
+      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+        const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t j = j0; j < j1; ++j) {
+            const int64_t strided = off + i + j * col_stride, contiguous = base + i * row_out + j;
+            if (kScatter) {
+              dst[strided] = src[contiguous];
+            } else {
+              dst[contiguous] = src[strided];
+            }
+          }
+      }
+    int d = last - 1;
+    for (; d >= 0; --d) {
+      if (d == p) continue;
+      off += l.stride[d];
+      base += out_stride[d];
+      if (++idx[d] < l.shape[d]) break;
+      off -= l.stride[d] * l.shape[d];
+      base -= out_stride[d] * l.shape[d];
+      idx[d] = 0;
+    }
+    if (d < 0) return;
+  }
+}
+
 // Walks the strided view l in row-major order; kScatter writes into it instead of reading.
 template <typename T, bool kScatter>
 void copy_strided_typed(const T* src, T* dst, const StridedLayout& l) {
@@ -184,9 +229,14 @@ void copy_strided_typed(const T* src, T* dst, const StridedLayout& l) {
     dst[0] = src[0];
     return;
   }
-  int64_t idx[kMaxDims] = {};
   const int last = l.ndim - 1;
   const int64_t inner = l.shape[last], s = l.stride[last];
+  if (s != 1 && inner > 1) {
+    for (int p = last - 1; p >= 0; --p)
+      if (l.stride[p] == 1 && l.shape[p] > 1)
+        return copy_strided_tiled<T, kScatter>(src, dst, l, p);
+  }
+  int64_t idx[kMaxDims] = {};
   int64_t off = 0;
   for (int64_t base = 0; base < n; base += inner) {
     if (kScatter) {

@@ -261,21 +261,16 @@ Tensor ChannelDeconv::forward(const Tensor& x_in) {
   if (is_training()) {
     Tensor sampled = h >= s && w >= s ? rows.slice(1, 0, rows.shape()[1], s * s) : rows;
     const int64_t m = sampled.shape()[1];
-    Tensor cov;
-    if (centred_ && settings_.path == DeconvPath::Fused) {
-      std::tie(mu, cov) = ops::rows_covariance(sampled.transpose(0, 1), settings_.eps);
-      mu = mu.reshape({b, 1});
-      d = ops::newton_schulz(cov.reshape({1, b, b}), settings_.n_iter).reshape({b, b});
-    } else {
-      mu = ops::mean(sampled, {1}, /*keepdim=*/true);
-      Tensor centred = centred_ ? ops::sub(sampled, mu) : sampled;
-      cov = ops::affine(ops::matmul(centred, centred.transpose(0, 1)), 1.0 / double(m), 0.0);
-      cov = ops::add(cov, ops::affine(ops::eye(b, x.dtype(), x.device()), settings_.eps, 0.0));
-      Tensor cov3 = cov.reshape({1, b, b});
-      d = (settings_.path == DeconvPath::Fused ? ops::newton_schulz(cov3, settings_.n_iter)
-                                               : newton_schulz_composite(cov3, settings_.n_iter))
-              .reshape({b, b});
-    }
+    // The B x B statistics are small GEMMs over the (sampled) columns; only the
+    // Newton-Schulz step differs between the paths.
+    mu = ops::mean(sampled, {1}, /*keepdim=*/true);
+    Tensor centred = centred_ ? ops::sub(sampled, mu) : sampled;
+    Tensor cov = ops::affine(ops::matmul(centred, centred.transpose(0, 1)), 1.0 / double(m), 0.0);
+    cov = ops::add(cov, ops::affine(ops::eye(b, x.dtype(), x.device()), settings_.eps, 0.0));
+    Tensor cov3 = cov.reshape({1, b, b});
+    d = (settings_.path == DeconvPath::Fused ? ops::newton_schulz(cov3, settings_.n_iter)
+                                             : newton_schulz_composite(cov3, settings_.n_iter))
+            .reshape({b, b});
     if (!initialised_) {
       NoGradGuard no_grad;
       running_mean_->copy_(mu.detach().reshape({b}));

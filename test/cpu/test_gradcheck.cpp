@@ -128,7 +128,10 @@ TEST_CASE("gradcheck: conv2d and im2col", "[gradcheck]") {
                              std::to_string(c.o) + " k" + std::to_string(c.k) + " s" +
                              std::to_string(c.stride) + " p" + std::to_string(c.pad) + " d" +
                              std::to_string(c.dil) + " g" + std::to_string(c.groups);
-    V in{leaf({c.n, c.c, c.h, c.w}, gen), leaf({c.o, c.c / c.groups, c.k, c.k}, gen)};
+    V in;
+    in.reserve(3);
+    in.push_back(leaf({c.n, c.c, c.h, c.w}, gen));
+    in.push_back(leaf({c.o, c.c / c.groups, c.k, c.k}, gen));
     if (c.bias) in.push_back(leaf({c.o}, gen));
     gradcheck(
         name,

@@ -116,3 +116,31 @@ TEST_CASE("CPU allocator returns every byte", "[tensor]") {
   }
   CHECK(allocator_stats(Device::cpu()).bytes_in_use == before);
 }
+
+TEST_CASE("transposing copies (tiled) match naive indexing, gather and scatter", "[tensor]") {
+  // (3, 70, 45) permuted so the unit-stride dim is not last; sizes not multiples of the tile.
+  std::vector<float> v(3 * 70 * 45);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = float(i);
+  Tensor a = Tensor::from_vector(v, {3, 70, 45});
+  Tensor p = a.permute({0, 2, 1});  // (3, 45, 70), strides (3150, 1, 45)
+  const std::vector<float> got = p.contiguous().to_vector<float>();
+  bool ok = true;
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t i = 0; i < 45; ++i)
+      for (int64_t j = 0; j < 70; ++j)
+        ok = ok && got[size_t((b * 45 + i) * 70 + j)] == v[size_t((b * 70 + j) * 45 + i)];
+  CHECK(ok);
+  // Scatter: writing the permuted values back through the view reproduces the original.
+  Tensor back = Tensor::zeros({3, 70, 45});
+  back.permute({0, 2, 1}).copy_(Tensor::from_vector(got, {3, 45, 70}));
+  CHECK(back.to_vector<float>() == v);
+  // The unit-stride dimension in front of the batch: (45, 3, 70) view.
+  Tensor q = a.permute({2, 0, 1});
+  const std::vector<float> gq = q.contiguous().to_vector<float>();
+  ok = true;
+  for (int64_t i = 0; i < 45; ++i)
+    for (int64_t b = 0; b < 3; ++b)
+      for (int64_t j = 0; j < 70; ++j)
+        ok = ok && gq[size_t((i * 3 + b) * 70 + j)] == v[size_t((b * 70 + j) * 45 + i)];
+  CHECK(ok);
+}
