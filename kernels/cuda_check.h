@@ -57,8 +57,8 @@ inline const char* cusolver_status_name(cusolverStatus_t s) {
   // Clear a non-sticky error so the next unrelated check does not report it again.
   (void)cudaGetLastError();
   std::string msg =
-      ::nd::detail::concat(file, ":", line, ": ", stmt, " failed: ", cudaGetErrorName(e), " (",
-                           cudaGetErrorString(e), ")");
+      ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
+                           " failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
   if (e == cudaErrorMemoryAllocation) {
     throw ::nd::OutOfMemoryError(msg + "; the GPU is out of memory: reduce --batch-size");
   }
@@ -67,25 +67,27 @@ inline const char* cusolver_status_name(cusolverStatus_t s) {
 
 [[noreturn]] inline void throw_cublas_error(cublasStatus_t e, const char* stmt, const char* file,
                                             int line) {
-  std::string msg =
-      ::nd::detail::concat(file, ":", line, ": ", stmt, " failed: ", cublasGetStatusName(e), " (",
-                           cublasGetStatusString(e), ")");
+  std::string msg = ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
+                                         " failed: ", cublasGetStatusName(e), " (",
+                                         cublasGetStatusString(e), ")");
   if (e == CUBLAS_STATUS_ALLOC_FAILED) throw ::nd::OutOfMemoryError(msg);
   throw ::nd::Error(msg);
 }
 
 [[noreturn]] inline void throw_cudnn_error(cudnnStatus_t e, const char* stmt, const char* file,
                                            int line) {
-  std::string msg = ::nd::detail::concat(
-      file, ":", line, ": ", stmt, " failed: ", cudnnGetErrorString(e), " (status ", int(e), ")");
+  std::string msg =
+      ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
+                           " failed: ", cudnnGetErrorString(e), " (status ", int(e), ")");
   if (e == CUDNN_STATUS_ALLOC_FAILED) throw ::nd::OutOfMemoryError(msg);
   throw ::nd::Error(msg);
 }
 
 [[noreturn]] inline void throw_cusolver_error(cusolverStatus_t e, const char* stmt,
                                               const char* file, int line) {
-  std::string msg = ::nd::detail::concat(
-      file, ":", line, ": ", stmt, " failed: ", cusolver_status_name(e), " (status ", int(e), ")");
+  std::string msg =
+      ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
+                           " failed: ", cusolver_status_name(e), " (status ", int(e), ")");
   if (e == CUSOLVER_STATUS_ALLOC_FAILED) throw ::nd::OutOfMemoryError(msg);
   throw ::nd::Error(msg);
 }

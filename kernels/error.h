@@ -19,6 +19,14 @@ class OutOfMemoryError : public Error {
 };
 
 namespace detail {
+// "dir/sub/file.cpp" -> "file.cpp": messages name the source file without the build's paths.
+constexpr const char* file_name(const char* path) {
+  const char* name = path;
+  for (const char* p = path; *p; ++p)
+    if (*p == '/') name = p + 1;
+  return name;
+}
+
 template <typename... Args>
 std::string concat(const Args&... args) {
   std::ostringstream os;
@@ -30,11 +38,13 @@ std::string concat(const Args&... args) {
 }  // namespace nd
 
 // ND_CHECK(cond, parts...): throw nd::Error("file:line: parts...") when cond is false.
-#define ND_CHECK(cond, ...)                                                                \
-  do {                                                                                     \
-    if (!(cond))                                                                           \
-      throw ::nd::Error(::nd::detail::concat(__FILE__, ":", __LINE__, ": ", __VA_ARGS__)); \
+#define ND_CHECK(cond, ...)                                                                    \
+  do {                                                                                         \
+    if (!(cond))                                                                               \
+      throw ::nd::Error(::nd::detail::concat(::nd::detail::file_name(__FILE__), ":", __LINE__, \
+                                             ": ", __VA_ARGS__));                              \
   } while (0)
 
 #define ND_FAIL(...) \
-  throw ::nd::Error(::nd::detail::concat(__FILE__, ":", __LINE__, ": ", __VA_ARGS__))
+  throw ::nd::Error( \
+      ::nd::detail::concat(::nd::detail::file_name(__FILE__), ":", __LINE__, ": ", __VA_ARGS__))
