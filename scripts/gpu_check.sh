@@ -27,7 +27,7 @@ export ND_FASHION_MNIST_DIR=$data
 jobs=$(nproc)
 step configure 120 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DND_CUDA_ARCHITECTURES=90
 step build 300 cmake --build build -j"$jobs" || { cat "$OUT/build.log" | tail -40; exit 1; }
-ND_REQUIRE_GPU=1 step cuda_tests 180 ./build/bin/nd_cuda_tests
+step cuda_tests 180 env ND_REQUIRE_GPU=1 ./build/bin/nd_cuda_tests
 step cpu_tests 120 ./build/bin/nd_tests
 step bench_ops 120 ./build/bin/nd-bench-ops --device cuda
 step bench_deconv 180 ./build/bin/nd-bench-deconv --device cuda
