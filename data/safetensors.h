@@ -1,0 +1,34 @@
+// Reading and writing checkpoints in the safetensors format, so weights move between PyTorch
+// (state_dict names as tensor names) and this engine. A file is an 8-byte little-endian header
+// length N, N bytes of JSON mapping each tensor name to {"dtype", "shape", "data_offsets"} (plus
+// an optional "__metadata__" object of strings), padded with spaces, then the raw little-endian
+// row-major data, which the tensors cover exactly. Supported dtypes: F32, F64, I32, I64, U8;
+// scalars (shape []) and empty tensors round-trip.
+#pragma once
+#include <map>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace nd::data {
+
+// Writes `tensors` (any device, any strides; copied to contiguous host memory as needed) sorted
+// by name, with the header padded so the data section starts at an 8-byte boundary; `metadata`
+// becomes "__metadata__" when not empty. The file is written to `path + ".tmp.<pid>"`, flushed,
+// fsync'ed and renamed over `path`, so `path` holds either its old content or the complete new
+// file. Undefined tensors and the reserved name "__metadata__" are rejected before anything is
+// written; on any failure the temporary file is removed and nd::Error names the path and the OS
+// error.
+void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+// Reads every tensor of a safetensors file into CPU tensors; fills *metadata (cleared first) with
+// "__metadata__" when asked. Validates the whole file and throws nd::Error naming the file and
+// the tensor: unreadable or short file, a header length beyond the file or over 100 MB, a header
+// that is not a JSON object, duplicate names, entries missing or mistyping dtype / shape /
+// data_offsets, unsupported dtypes (BF16 and F16 among them), negative dimensions, and offsets
+// out of range, overlapping, of the wrong size, or leaving bytes of the data section uncovered.
+std::map<std::string, Tensor> load_safetensors(
+    const std::string& path, std::map<std::string, std::string>* metadata = nullptr);
+
+}  // namespace nd::data
