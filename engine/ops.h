@@ -94,6 +94,17 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels);
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor running_mean,
                   Tensor running_var, bool training, double momentum, double eps);
 
+// ---- pooling (PyTorch semantics, no ceil_mode); x (N, C, H, W) -> (N, C, Ho, Wo) with
+// Ho = (H + 2 * padding - kernel) / stride + 1. stride 0 means stride = kernel (PyTorch's
+// default); padding may be at most kernel / 2. Max pooling pads with -inf and sends each gradient
+// to the first maximum of its window; average pooling divides by kernel * kernel, padded zeros
+// included (count_include_pad=True).
+Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+// x (N, C, H, W) -> (N, C, out_h, out_w): mean over PyTorch's bins, rows [floor(i * H / out_h),
+// ceil((i + 1) * H / out_h)) and likewise for columns; (1, 1) is global average pooling.
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
+
 // ---- shape ops
 // Concatenates along `dim`; all other dims must agree.
 Tensor cat(const std::vector<Tensor>& parts, int64_t dim);
