@@ -21,6 +21,7 @@
 #include "engine/tensor.h"
 #include "kernels/error.h"
 #include "test/catch.h"
+#include "test/temp_dir.h"
 
 namespace {
 
@@ -32,28 +33,9 @@ using Bytes = std::vector<uint8_t>;
 constexpr int64_t kSide = 32;
 constexpr int64_t kPlaneBytes = kSide * kSide;
 
-// A fresh directory under the system temp dir, removed with its contents at scope end.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("nd_test_cifar_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string path() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+// test/temp_dir.h's directory, named for this file's tests.
+struct TempDir : nd::test::TempDir {
+  TempDir() : nd::test::TempDir("cifar") {}
 };
 
 // Pixel (channel, y, x) of pattern image `image`: differs when image, channel, row or column

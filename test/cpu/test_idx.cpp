@@ -19,6 +19,7 @@
 #include "kernels/error.h"
 #include "test/catch.h"
 #include "test/data_dir.h"
+#include "test/temp_dir.h"
 
 #ifndef ND_FASHION_MNIST_DIR
 #define ND_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -30,28 +31,9 @@ namespace fs = std::filesystem;
 using nd::data::IdxArray;
 using Bytes = std::vector<uint8_t>;
 
-// A fresh directory under the system temp dir, removed with its contents at scope end.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("nd_test_idx_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string path() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+// test/temp_dir.h's directory, named for this file's tests.
+struct TempDir : nd::test::TempDir {
+  TempDir() : nd::test::TempDir("idx") {}
 };
 
 void append_u32_big_endian(Bytes& out, uint32_t v) {

@@ -27,6 +27,7 @@
 #include "layers/linear.h"
 #include "layers/module.h"
 #include "test/catch.h"
+#include "test/temp_dir.h"
 
 namespace {
 
@@ -38,38 +39,20 @@ using nd::data::save_safetensors;
 using Bytes = std::vector<uint8_t>;
 using TensorMap = std::map<std::string, Tensor>;
 
-// A fresh directory under the system temp dir, removed with its contents at scope end.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("nd_test_safetensors_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string path() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  // Names of the entries in the directory that look like a save's temporary file.
-  std::vector<std::string> temp_files() const {
-    std::vector<std::string> found;
-    for (const auto& entry : fs::directory_iterator(path_)) {
-      const std::string name = entry.path().filename().string();
-      if (name.find(".tmp.") != std::string::npos) found.push_back(name);
-    }
-    return found;
-  }
-
- private:
-  fs::path path_;
+// test/temp_dir.h's directory, named for this file's tests.
+struct TempDir : nd::test::TempDir {
+  TempDir() : nd::test::TempDir("safetensors") {}
 };
+
+// Names of the entries in `dir` that look like a save's temporary file.
+std::vector<std::string> temp_files(const TempDir& dir) {
+  std::vector<std::string> found;
+  for (const auto& entry : fs::directory_iterator(dir.path())) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".tmp.") != std::string::npos) found.push_back(name);
+  }
+  return found;
+}
 
 Bytes read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -189,7 +172,7 @@ TEST_CASE("safetensors round-trips every dtype bit for bit", "[safetensors]") {
   const std::string path = dir.file("all.safetensors");
   save_safetensors(path, tensors);
   require_same(load_safetensors(path), tensors);
-  CHECK(dir.temp_files().empty());
+  CHECK(temp_files(dir).empty());
 
   SECTION("each dtype alone, through several shapes") {
     Tensor big = Tensor::empty({4, 5, 6}, DType::F64);
@@ -515,19 +498,19 @@ TEST_CASE("safetensors saves atomically and leaves nothing behind on failure", "
     require_save_error(path, {{"a", Tensor::from_vector<float>({1}, {1})}, {"b", Tensor()}},
                        "tensor 'b' is undefined");
     CHECK(read_file(path) == before);
-    CHECK(dir.temp_files().empty());
+    CHECK(temp_files(dir).empty());
   }
   SECTION("the reserved name __metadata__ is rejected") {
     require_save_error(path, {{"__metadata__", Tensor::from_vector<float>({1}, {1})}}, "reserved");
     CHECK(read_file(path) == before);
-    CHECK(dir.temp_files().empty());
+    CHECK(temp_files(dir).empty());
   }
   SECTION("names and metadata must be valid UTF-8") {
     require_save_error(path, {{"bad\xFFname", Tensor::from_vector<float>({1}, {1})}},
                        "not valid UTF-8");
     require_save_error(path, good, "not valid UTF-8", {{"k", "\xC3"}});
     CHECK(read_file(path) == before);
-    CHECK(dir.temp_files().empty());
+    CHECK(temp_files(dir).empty());
   }
   SECTION("a directory that does not exist: error, nothing created") {
     const std::string missing = dir.file("no_such_dir") + "/model.safetensors";
@@ -539,7 +522,7 @@ TEST_CASE("safetensors saves atomically and leaves nothing behind on failure", "
     fs::create_directories(target + "/inside");
     require_save_error(target, good, "Is a directory");
     CHECK(fs::is_directory(target + "/inside"));
-    CHECK(dir.temp_files().empty());
+    CHECK(temp_files(dir).empty());
     CHECK(read_file(path) == before);
   }
   SECTION("a successful save replaces the file") {
@@ -547,7 +530,7 @@ TEST_CASE("safetensors saves atomically and leaves nothing behind on failure", "
                             {"extra", Tensor::from_vector<int64_t>({9}, {})}};
     save_safetensors(path, next);
     require_same(load_safetensors(path), next);
-    CHECK(dir.temp_files().empty());
+    CHECK(temp_files(dir).empty());
   }
 }
 
