@@ -121,6 +121,25 @@ inline bool all_close(const std::vector<double>& got, const std::vector<double>&
   return bad == 0;
 }
 
+// Runs f, which must throw nd::Error, and checks that its message contains every part.
+template <typename F>
+void check_error_contains(F&& f, const std::vector<std::string>& parts) {
+  std::string message;
+  bool threw = false;
+  try {
+    f();
+  } catch (const nd::Error& e) {
+    threw = true;
+    message = e.what();
+  }
+  INFO("error message: " << message);
+  REQUIRE(threw);
+  for (const std::string& part : parts) {
+    INFO("expected in the message: " << part);
+    CHECK(message.find(part) != std::string::npos);
+  }
+}
+
 }  // namespace nd::test
 
 // CHECK (not REQUIRE: the test goes on) that nd::test::all_close holds for two

@@ -21,9 +21,12 @@
 #include "engine/tensor.h"
 #include "kernels/error.h"
 #include "test/catch.h"
+#include "test/compare.h"
 #include "test/temp_dir.h"
 
 namespace {
+
+using nd::test::check_error_contains;
 
 namespace fs = std::filesystem;
 using nd::data::Batch;
@@ -70,25 +73,6 @@ void write_file(const std::string& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
   REQUIRE(out.good());
-}
-
-// Runs f, which must throw nd::Error, and checks that its message contains every part.
-template <typename F>
-void check_error_contains(F&& f, const std::vector<std::string>& parts) {
-  std::string message;
-  bool threw = false;
-  try {
-    f();
-  } catch (const nd::Error& e) {
-    threw = true;
-    message = e.what();
-  }
-  INFO("error message: " << message);
-  REQUIRE(threw);
-  for (const std::string& part : parts) {
-    INFO("expected in the message: " << part);
-    CHECK(message.find(part) != std::string::npos);
-  }
 }
 
 // The generated CIFAR-10 set: five train files of these sizes (12 images), a test file of 5.

@@ -18,6 +18,7 @@
 #include "data/idx.h"
 #include "kernels/error.h"
 #include "test/catch.h"
+#include "test/compare.h"
 #include "test/data_dir.h"
 #include "test/temp_dir.h"
 
@@ -26,6 +27,8 @@
 #endif
 
 namespace {
+
+using nd::test::check_error_contains;
 
 namespace fs = std::filesystem;
 using nd::data::IdxArray;
@@ -95,25 +98,6 @@ Bytes pseudo_random_bytes(size_t n, uint32_t seed) {
     out[i] = uint8_t(seed >> 24);
   }
   return out;
-}
-
-// Runs f, which must throw nd::Error, and checks that its message contains every part.
-template <typename F>
-void check_error_contains(F&& f, const std::vector<std::string>& parts) {
-  std::string message;
-  bool threw = false;
-  try {
-    f();
-  } catch (const nd::Error& e) {
-    threw = true;
-    message = e.what();
-  }
-  INFO("error message: " << message);
-  REQUIRE(threw);
-  for (const std::string& part : parts) {
-    INFO("expected in the message: " << part);
-    CHECK(message.find(part) != std::string::npos);
-  }
 }
 
 std::vector<int64_t> as_dims(const std::vector<uint32_t>& dims) {
