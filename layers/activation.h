@@ -21,6 +21,11 @@ inline std::shared_ptr<Activation> make_sigmoid() {
   return std::make_shared<Activation>(kernels::UnaryOp::Sigmoid);
 }
 
+// Swish / SiLU: x * sigmoid(x) (EfficientNet).
+inline std::shared_ptr<Activation> make_swish() {
+  return std::make_shared<Activation>(kernels::UnaryOp::Silu);
+}
+
 // (N, ...) -> (N, prod(...))
 class Flatten : public Module {
  public:

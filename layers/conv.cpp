@@ -25,6 +25,15 @@ Tensor Conv2d::forward(const Tensor& x) {
   return ops::conv2d(x, *weight_, bias_ ? *bias_ : Tensor(), p_);
 }
 
+double conv2d_flops(int64_t in, int64_t kernel, int64_t groups, const Shape& out) {
+  return 2.0 * double(out[1]) * double(out[2]) * double(out[3]) * double(in / groups) *
+         double(kernel * kernel);
+}
+
+double Conv2d::flops(const Shape&, const Shape& out) const {
+  return conv2d_flops(in_, kernel_, p_.groups, out);
+}
+
 std::string Conv2d::describe() const {
   return std::to_string(in_) + " -> " + std::to_string(out_) + ", " + std::to_string(kernel_) +
          "x" + std::to_string(kernel_) + ", stride " + std::to_string(p_.stride) + ", padding " +

@@ -3,6 +3,8 @@
 // deconvolution kernels. Tests hold the two equal.
 #include "layers/deconv.h"
 
+#include "layers/conv.h"
+
 #include <cmath>
 #include <numeric>
 
@@ -181,6 +183,27 @@ Tensor FastDeconv::forward(const Tensor& x) {
   return ops::conv2d(x, w_folded.reshape(weight_->shape()), b_folded, p_);
 }
 
+namespace {
+// Coupled Newton-Schulz: three n x n products per step.
+double newton_schulz_flops(int64_t n, int64_t iters) {
+  return 6.0 * double(iters) * double(n) * double(n) * double(n);
+}
+}  // namespace
+
+double FastDeconv::flops(const Shape& in, const Shape& out) const {
+  kernels::SampledCovShape s{1, in[1], in[2], in[3], kernel_, p_.padding, p_.dilation,
+                             effective_sampling_stride(), block_, p_.groups};
+  const double nf = double(s.nf());
+  return conv2d_flops(in_, kernel_, p_.groups, out) + 2.0 * double(s.rows()) * nf * nf;
+}
+
+double FastDeconv::per_step_flops() const {
+  const int64_t nf = feature_length();
+  const double fold = 2.0 * double(out_) * double(in_ / p_.groups) * double(kernel_ * kernel_) *
+                      double(nf);
+  return double(p_.groups) * newton_schulz_flops(nf, settings_.n_iter) + fold;
+}
+
 std::string FastDeconv::describe() const {
   return std::to_string(in_) + " -> " + std::to_string(out_) + ", " + std::to_string(kernel_) +
          "x" + std::to_string(kernel_) + ", stride " + std::to_string(p_.stride) +
@@ -230,6 +253,14 @@ Tensor Delinear::forward(const Tensor& x) {
   Tensor correction = ops::sum(ops::matmul(wf, mu.reshape({b, 1})).reshape({out_, in_ / b}), {1});
   Tensor bias = bias_ ? ops::sub(*bias_, correction) : ops::neg(correction);
   return ops::linear(x, wf.reshape({out_, in_}), bias);
+}
+
+double Delinear::flops(const Shape&, const Shape&) const {
+  return 2.0 * double(in_) * double(out_) + 2.0 * double(in_) * double(block_);
+}
+
+double Delinear::per_step_flops() const {
+  return newton_schulz_flops(block_, settings_.n_iter) + 2.0 * double(in_) * double(out_ * block_);
 }
 
 std::string Delinear::describe() const {

@@ -31,6 +31,14 @@ class FastDeconv : public Module {
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "FastDeconv"; }
   std::string describe() const override;
+  // The convolution plus the covariance of the sampled patches (per image).
+  double flops(const Shape& in, const Shape& out) const override;
+  // Newton-Schulz and the weight fold (once per training step, whatever the batch).
+  double per_step_flops() const override;
+  int64_t in_channels() const { return in_; }
+  int64_t out_channels() const { return out_; }
+  int64_t kernel() const { return kernel_; }
+  const ops::Conv2dParams& params() const { return p_; }
 
   int64_t block() const { return block_; }  // after the gcd/groups rules
   int64_t feature_length() const { return kernel_ * kernel_ * block_; }
@@ -65,6 +73,11 @@ class Delinear : public Module {
   Tensor forward(const Tensor& x) override;  // (N, in) -> (N, out)
   std::string type_name() const override { return "Delinear"; }
   std::string describe() const override;
+  double flops(const Shape& in, const Shape& out) const override;
+  double per_step_flops() const override;
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  const DeconvSettings& settings() const { return settings_; }
   int64_t block() const { return block_; }
   void set_path(DeconvPath p) { settings_.path = p; }
 

@@ -10,6 +10,9 @@ class Linear : public Module {
   Tensor forward(const Tensor& x) override;  // (N, in) -> (N, out)
   std::string type_name() const override { return "Linear"; }
   std::string describe() const override;
+  double flops(const Shape&, const Shape&) const override { return 2.0 * double(in_ * out_); }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
   Tensor& weight() { return *weight_; }
 
  private:

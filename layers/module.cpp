@@ -47,6 +47,38 @@ std::vector<std::pair<std::string, Module*>> Module::named_children() const {
   return out;
 }
 
+std::vector<std::pair<std::string, Module*>> Module::named_modules() const {
+  std::vector<std::pair<std::string, Module*>> out{{"", const_cast<Module*>(this)}};
+  for (const auto& [name, child] : children_)
+    for (auto& [sub, m] : child->named_modules())
+      out.emplace_back(sub.empty() ? name : name + "." + sub, m);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::pair<Tensor, bool>>> Module::ordered_state() const {
+  std::vector<std::pair<std::string, std::pair<Tensor, bool>>> out;
+  for (const auto& [prefix, m] : named_modules()) {
+    const std::string p = prefix.empty() ? "" : prefix + ".";
+    for (const auto& [name, t] : m->params_) out.push_back({p + name, {*t, true}});
+    for (const auto& [name, t] : m->buffers_) out.push_back({p + name, {*t, false}});
+  }
+  return out;
+}
+
+namespace {
+thread_local ForwardObserver* active_observer = nullptr;
+}
+
+ForwardObserver::ForwardObserver() : previous_(active_observer) { active_observer = this; }
+ForwardObserver::~ForwardObserver() { active_observer = previous_; }
+ForwardObserver* ForwardObserver::active() { return active_observer; }
+
+Tensor Module::operator()(const Tensor& x) {
+  Tensor y = forward(x);
+  if (active_observer) active_observer->on_forward(*this, x, y);
+  return y;
+}
+
 int64_t Module::num_parameters() const {
   int64_t n = 0;
   for (auto& [name, t] : named_parameters()) n += t.numel();
@@ -135,7 +167,7 @@ void Sequential::push_back(std::shared_ptr<Module> m) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& l : layers_) h = l->forward(h);
+  for (auto& l : layers_) h = (*l)(h);
   return h;
 }
 

@@ -19,15 +19,26 @@ class Module {
  public:
   virtual ~Module() = default;
   virtual Tensor forward(const Tensor& x) = 0;
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  // Runs forward and reports the call to the active ForwardObserver (model summaries). Networks
+  // call their children through this, never through forward() directly.
+  Tensor operator()(const Tensor& x);
   virtual std::string type_name() const = 0;
   // One line of settings for summaries, e.g. "784 -> 128, bias".
   virtual std::string describe() const { return ""; }
+  // Forward flops per image of this module's own arithmetic (children excluded), from the
+  // shapes of one call; multiply-adds count 2. Batch-independent work goes in per_step_flops.
+  virtual double flops(const Shape& /*in*/, const Shape& /*out*/) const { return 0; }
+  virtual double per_step_flops() const { return 0; }
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, Module*>> named_children() const;
+  // This module ("") and every descendant with its full dotted name, parents first.
+  std::vector<std::pair<std::string, Module*>> named_modules() const;
+  // Parameters and buffers in PyTorch's state_dict order (per module: parameters, buffers,
+  // then children); `second.second` is true for parameters.
+  std::vector<std::pair<std::string, std::pair<Tensor, bool>>> ordered_state() const;
   int64_t num_parameters() const;
 
   void train(bool on = true);
@@ -67,6 +78,21 @@ class Module {
   std::vector<bool> host_buffer_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+};
+
+// Sees every Module::operator() call while installed (one per thread; restores the previous
+// observer when destroyed).
+class ForwardObserver {
+ public:
+  ForwardObserver();
+  virtual ~ForwardObserver();
+  ForwardObserver(const ForwardObserver&) = delete;
+  ForwardObserver& operator=(const ForwardObserver&) = delete;
+  virtual void on_forward(const Module& m, const Tensor& in, const Tensor& out) = 0;
+  static ForwardObserver* active();
+
+ private:
+  ForwardObserver* previous_;
 };
 
 // Runs children in order; children are named "0", "1", ... like torch.nn.Sequential.

@@ -2,11 +2,8 @@
 // ChannelDeconv(32) on the flattened pixels) and the MLP 784-128-128-10 with sigmoid: vanilla
 // (with bias), BatchNorm1d before each sigmoid (no bias), or ChannelDeconv(32) before every
 // Linear (no bias).
-#include "layers/activation.h"
-#include "layers/batchnorm.h"
-#include "layers/deconv.h"
-#include "layers/linear.h"
-#include "nets/registry.h"
+#include "nets/builders.h"
+#include "nets/common.h"
 
 namespace nd {
 
@@ -27,19 +24,7 @@ std::shared_ptr<ChannelDeconv> make_channel_deconv(const NetConfig& cfg) {
   return std::make_shared<ChannelDeconv>(kChannelBlock, s, /*centred=*/!cfg.ref_compat);
 }
 
-void require_norm(const NetConfig& cfg, std::initializer_list<const char*> allowed) {
-  std::string list;
-  for (const char* a : allowed) {
-    if (cfg.norm == a) return;
-    list += list.empty() ? a : std::string(", ") + a;
-  }
-  if (cfg.norm == "nd")
-    ND_FAIL("--arch ", cfg.arch,
-            " --norm nd: network deconvolution layers are not built yet "
-            "(they arrive with the deconvolution issue); use --norm ",
-            list);
-  ND_FAIL("--arch ", cfg.arch, " does not support --norm ", cfg.norm, "; choose one of: ", list);
-}
+}  // namespace
 
 std::shared_ptr<Module> build_linear(const NetConfig& cfg, Generator& gen) {
   require_norm(cfg, {"none", "nd"});
@@ -67,21 +52,6 @@ std::shared_ptr<Module> build_mlp(const NetConfig& cfg, Generator& gen) {
   if (nd) net->push_back(make_channel_deconv(cfg));
   net->push_back(std::make_shared<Linear>(in, cfg.num_classes, /*bias=*/!nd, gen));
   return net;
-}
-
-}  // namespace
-
-std::vector<std::string> available_archs() {
-  return {"linear", "mlp"};
-}
-
-std::shared_ptr<Module> build_net(const NetConfig& cfg, Generator& gen) {
-  ND_CHECK(cfg.num_classes > 0, "number of classes must be positive");
-  if (cfg.arch == "linear") return build_linear(cfg, gen);
-  if (cfg.arch == "mlp") return build_mlp(cfg, gen);
-  std::string list;
-  for (const auto& a : available_archs()) list += (list.empty() ? "" : ", ") + a;
-  ND_FAIL("unknown --arch '", cfg.arch, "'; available: ", list);
 }
 
 }  // namespace nd
