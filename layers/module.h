@@ -29,6 +29,10 @@ class Module {
   // shapes of one call; multiply-adds count 2. Batch-independent work goes in per_step_flops.
   virtual double flops(const Shape& /*in*/, const Shape& /*out*/) const { return 0; }
   virtual double per_step_flops() const { return 0; }
+  // Training state that is neither parameter nor buffer (freeze counters, random generators),
+  // saved in training checkpoints so a resumed run continues exactly.
+  virtual std::vector<int64_t> extra_state() const { return {}; }
+  virtual void set_extra_state(const std::vector<int64_t>& /*state*/) {}
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
@@ -62,6 +66,12 @@ class Module {
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     children_.emplace_back(name, m);
+    return m;
+  }
+  // Registers m when it exists (batch norm is absent from deconvolution networks); returns it.
+  template <typename M>
+  std::shared_ptr<M> register_optional(const std::string& name, std::shared_ptr<M> m) {
+    if (m) register_module(name, m);
     return m;
   }
   virtual void on_train_changed() {}

@@ -11,6 +11,7 @@ DeconvSettings LayerFactory::deconv_settings(const DeconvOverride& o) const {
   s.path = cfg_.deconv_path;
   if (o.n_iter) s.n_iter = *o.n_iter;
   if (o.freeze) s.freeze = *o.freeze || cfg_.deconv.freeze;
+  if (o.block) s.block = *o.block;
   return s;
 }
 

@@ -19,13 +19,35 @@ namespace nd {
 struct DeconvOverride {
   std::optional<int64_t> n_iter;
   std::optional<bool> freeze;
+  std::optional<int64_t> block;  // a block fixed by the network whatever --block says
 };
+
+// The reference's stems: more Newton-Schulz steps, statistics frozen after freeze_iter steps.
+inline DeconvOverride frozen_stem(int64_t n_iter) {
+  DeconvOverride o;
+  o.n_iter = n_iter;
+  o.freeze = true;
+  return o;
+}
 
 struct ConvSpec {
   int64_t in = 0, out = 0, kernel = 1, stride = 1, padding = 0, groups = 1;
   bool bias = false;  // of the Conv2d in the batch-norm network; FastDeconv always has a bias
   DeconvOverride deconv = {};
 };
+
+// A "same" convolution (padding kernel / 2), bias-free in the batch-norm form.
+inline ConvSpec conv_spec(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
+                          int64_t groups = 1) {
+  ConvSpec s;
+  s.in = in;
+  s.out = out;
+  s.kernel = kernel;
+  s.stride = stride;
+  s.padding = kernel / 2;
+  s.groups = groups;
+  return s;
+}
 
 class LayerFactory {
  public:
