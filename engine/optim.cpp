@@ -65,10 +65,44 @@ void Adam::step() {
   ++steps_;
 }
 
-std::vector<Tensor> Adam::state() const {
-  std::vector<Tensor> s = m_;
-  s.insert(s.end(), v_.begin(), v_.end());
-  return s;
+Optimizer::NamedState Adam::state_of(size_t i) const {
+  return {{"exp_avg", m_.at(i)},
+          {"exp_avg_sq", v_.at(i)},
+          {"step", Tensor::full({}, double(param_steps_.at(i)), DType::I64)}};
+}
+
+Optimizer::NamedState Sgd::state_of(size_t i) const {
+  return {{"momentum_buffer", momentum_buffers_.at(i)},
+          {"started", Tensor::full({}, started_.at(i) ? 1.0 : 0.0, DType::I64)}};
+}
+
+// Copies saved values into the live state tensors (device and storage stay); counters come back
+// through the int64 scalars, which the subclass reads after this.
+void Optimizer::load_state_of(size_t i, const std::map<std::string, Tensor>& state) {
+  NoGradGuard no_grad;
+  for (auto& [name, live] : state_of(i)) {
+    auto it = state.find(name);
+    ND_CHECK(it != state.end(), "optimizer state of parameter ", i, " has no '", name, "'");
+    ND_CHECK(it->second.shape() == live.shape(), "optimizer state '", name, "' of parameter ", i,
+             " has shape ", shape_str(it->second.shape()), ", expected ",
+             shape_str(live.shape()));
+    if (live.dtype() == DType::I64) {
+      restore_counter(i, name, it->second.to(DType::I64).to_vector<int64_t>().at(0));
+    } else {
+      Tensor dst = live;
+      dst.copy_(it->second);
+    }
+  }
+}
+
+void Sgd::restore_counter(size_t i, const std::string& name, int64_t value) {
+  ND_CHECK(name == "started", "SGD has no counter '", name, "'");
+  started_.at(i) = value != 0;
+}
+
+void Adam::restore_counter(size_t i, const std::string& name, int64_t value) {
+  ND_CHECK(name == "step", "Adam has no counter '", name, "'");
+  param_steps_.at(i) = value;
 }
 
 double cosine_lr(double base, int64_t t, int64_t total_iterations) {

@@ -2,7 +2,9 @@
 // are skipped; weight decay is L2 added to the gradient) and the learning-rate schedules of the
 // reference trainer.
 #pragma once
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -19,11 +21,17 @@ class Optimizer {
   void set_lr(double lr) { lr_ = lr; }
   double lr() const { return lr_; }
   const std::vector<Tensor>& params() const { return params_; }
-  // Per-parameter state tensors in a fixed order, for checkpoints.
-  virtual std::vector<Tensor> state() const = 0;
+  // The state of parameter i for checkpoints, by name ("momentum_buffer", "exp_avg", ...;
+  // counters as int64 scalars), and its restoration (names and shapes must match).
+  using NamedState = std::vector<std::pair<std::string, Tensor>>;
+  virtual NamedState state_of(size_t i) const = 0;
+  void load_state_of(size_t i, const std::map<std::string, Tensor>& state);
   int64_t steps() const { return steps_; }
+  void set_steps(int64_t s) { steps_ = s; }
 
  protected:
+  // Sets the counter `name` of parameter i (restoring a checkpoint).
+  virtual void restore_counter(size_t i, const std::string& name, int64_t value) = 0;
   std::vector<Tensor> params_;
   double lr_;
   int64_t steps_ = 0;
@@ -33,7 +41,10 @@ class Sgd : public Optimizer {
  public:
   Sgd(std::vector<Tensor> params, double lr, double momentum, double weight_decay);
   void step() override;
-  std::vector<Tensor> state() const override { return momentum_buffers_; }
+  NamedState state_of(size_t i) const override;
+
+ protected:
+  void restore_counter(size_t i, const std::string& name, int64_t value) override;
 
  private:
   double momentum_, weight_decay_;
@@ -46,7 +57,10 @@ class Adam : public Optimizer {
   Adam(std::vector<Tensor> params, double lr, double weight_decay, double beta1 = 0.9,
        double beta2 = 0.999, double eps = 1e-8);
   void step() override;
-  std::vector<Tensor> state() const override;
+  NamedState state_of(size_t i) const override;
+
+ protected:
+  void restore_counter(size_t i, const std::string& name, int64_t value) override;
 
  private:
   double weight_decay_, beta1_, beta2_, eps_;

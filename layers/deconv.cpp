@@ -204,6 +204,11 @@ double FastDeconv::per_step_flops() const {
   return double(p_.groups) * newton_schulz_flops(nf, settings_.n_iter) + fold;
 }
 
+void FastDeconv::set_extra_state(const std::vector<int64_t>& s) {
+  ND_CHECK(s.size() == 1 && s[0] >= 0, "FastDeconv: bad saved freeze counter");
+  counter_ = s[0];
+}
+
 std::string FastDeconv::describe() const {
   return std::to_string(in_) + " -> " + std::to_string(out_) + ", " + std::to_string(kernel_) +
          "x" + std::to_string(kernel_) + ", stride " + std::to_string(p_.stride) +
@@ -328,6 +333,11 @@ Tensor ChannelDeconv::forward(const Tensor& x_in) {
     out = ops::cat({whitened, ops::div(centred, ops::sqrt(var))}, 1);
   }
   return flat ? out.reshape({n, c_all}) : out;
+}
+
+void ChannelDeconv::set_extra_state(const std::vector<int64_t>& s) {
+  ND_CHECK(s.size() == 1, "ChannelDeconv: bad saved state");
+  initialised_ = s[0] != 0;
 }
 
 std::string ChannelDeconv::describe() const {

@@ -48,6 +48,8 @@ class FastDeconv : public Module {
   // The freeze counter (per-layer training state; goes into training checkpoints).
   int64_t freeze_counter() const { return counter_; }
   void set_freeze_counter(int64_t c) { counter_ = c; }
+  std::vector<int64_t> extra_state() const override { return {counter_}; }
+  void set_extra_state(const std::vector<int64_t>& s) override;
 
  private:
   // Mean (groups, nf) and deconvolution matrices (groups, nf, nf) of this batch.
@@ -99,6 +101,8 @@ class ChannelDeconv : public Module {
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "ChannelDeconv"; }
   std::string describe() const override;
+  std::vector<int64_t> extra_state() const override { return {initialised_ ? 1 : 0}; }
+  void set_extra_state(const std::vector<int64_t>& s) override;
   void set_path(DeconvPath p) { settings_.path = p; }
 
  private:

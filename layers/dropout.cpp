@@ -18,6 +18,17 @@ Tensor Dropout::forward(const Tensor& x) {
   return ops::mul(x, m);
 }
 
+std::vector<int64_t> Dropout::extra_state() const {
+  std::vector<int64_t> out;
+  for (uint64_t w : gen_.state()) out.push_back(int64_t(w));
+  return out;
+}
+
+void Dropout::set_extra_state(const std::vector<int64_t>& s) {
+  ND_CHECK(s.size() == 4, "Dropout: bad saved generator state");
+  gen_.set_state({uint64_t(s[0]), uint64_t(s[1]), uint64_t(s[2]), uint64_t(s[3])});
+}
+
 std::string Dropout::describe() const {
   std::ostringstream s;
   s << "p " << p_;

@@ -14,6 +14,8 @@ class Dropout : public Module {
   std::string describe() const override;
   // Mask generator state (training state for exact resume).
   Generator& generator() { return gen_; }
+  std::vector<int64_t> extra_state() const override;
+  void set_extra_state(const std::vector<int64_t>& s) override;
 
  private:
   double p_;
