@@ -1,5 +1,6 @@
-// nd-train: parse flags, run the trainer. Exit status 0 on success, 1 on a reported error
-// (bad flag, missing data, divergence, out of memory), 2 on a flag the parser rejects.
+// nd-train: parse flags, run the trainer (or --summary, --evaluate, --resume). Exit status 0 on
+// success, 1 on a reported error (bad flag, missing data, divergence, out of memory), 2 on a flag
+// the parser rejects.
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -7,14 +8,28 @@
 
 int main(int argc, char** argv) {
   nd::TrainConfig cfg;
-  CLI::App app{"Train a network with batch norm or network deconvolution."};
-  app.add_option("--dataset", cfg.dataset, "fashion-mnist | mnist")->capture_default_str();
+  bool deconv = false, summary = false;
+  std::string resume, evaluate;
+  CLI::App app{
+      "Train a network with batch norm or network deconvolution. Defaults are the reference's "
+      "CIFAR recipe."};
+  app.add_option("--dataset", cfg.dataset, "cifar10 | cifar100 | fashion-mnist | mnist | imagenet")
+      ->capture_default_str();
   app.add_option("--data-dir", cfg.data_dir,
-                 "dataset folder (default: /usr/share/datasets/<dataset>)");
-  app.add_option("--arch", cfg.arch, "network: linear | mlp")->capture_default_str();
-  app.add_option("--norm", cfg.norm, "none | bn | nd")->capture_default_str();
+                 "dataset folder (default: data/<dataset>; /usr/share/datasets/<dataset> for "
+                 "fashion-mnist and mnist; imagenet: a folder with train/ and val/)");
+  app.add_option("--arch", cfg.arch,
+                 "vgg16 resnet18 preact18 densenet121 resnext29_32x4d mobilenetv2 dpn92 pnasnetA "
+                 "senet18 efficientnetb0 (cifar); vgg11 resnet18 densenet121 (imagenet); linear "
+                 "mlp (any)")
+      ->capture_default_str();
+  app.add_option("--norm", cfg.norm, "bn | nd | none")->capture_default_str();
+  app.add_flag("--deconv", deconv, "network deconvolution: the same as --norm nd");
   app.add_option("--loss", cfg.loss, "CE | L2")->capture_default_str();
   app.add_option("--epochs", cfg.epochs)->capture_default_str();
+  app.add_option("--stop-after", cfg.stop_after,
+                 "stop after epoch N while the schedule spans --epochs; --resume continues the "
+                 "run exactly");
   app.add_option("--batch-size", cfg.batch_size)->capture_default_str();
   app.add_option("--lr", cfg.lr, "base learning rate")->capture_default_str();
   app.add_option("--momentum", cfg.momentum)->capture_default_str();
@@ -22,15 +37,47 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--optimizer", cfg.optimizer, "sgd | adam")->capture_default_str();
   app.add_option("--lr-scheduler", cfg.lr_scheduler,
-                 "cosine (per iteration down to 0) | multistep (x0.1 at 40% and 80% of epochs)")
+                 "cosine (per iteration down to 0) | multistep (per epoch)")
       ->capture_default_str();
+  app.add_option("--milestone", cfg.milestone,
+                 "multistep: the rate is multiplied by --multistep-gamma every milestone*epochs")
+      ->capture_default_str();
+  app.add_option("--multistep-gamma", cfg.multistep_gamma)->capture_default_str();
+  app.add_option("--block", cfg.block, "deconvolution block size (channels per matrix)")
+      ->capture_default_str();
+  app.add_option("--block-fc", cfg.block_fc,
+                 "block of the classifier's Delinear with --norm nd (0: plain Linear)")
+      ->capture_default_str();
+  app.add_option("--deconv-iter", cfg.deconv_iter, "Newton-Schulz steps")->capture_default_str();
+  app.add_option("--eps", cfg.eps, "deconvolution regulariser")->capture_default_str();
+  app.add_option("--stride", cfg.sampling_stride, "deconvolution sampling stride")
+      ->capture_default_str();
+  app.add_flag("--freeze", cfg.freeze,
+               "freeze every deconvolution's statistics after 100 steps in each 1000");
   app.add_option("--seed", cfg.seed)->capture_default_str();
+  app.add_option("--workers", cfg.workers, "data loader threads")->capture_default_str();
   app.add_option("--device", cfg.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--output", cfg.output, "run directory (default runs/<date>-<arch>-<norm>)");
+  app.add_option("--resume", resume,
+                 "continue the run in DIR (its config.json gives every setting; --epochs, "
+                 "--stop-after, --device and --workers may change; a larger --epochs stretches "
+                 "the learning-rate schedule)");
+  app.add_option("--evaluate", evaluate,
+                 "evaluate a weights file (e.g. DIR/best.safetensors) on the test split and exit");
+  app.add_flag("--summary", summary,
+               "print the network layer by layer (shapes, parameters, flops) and exit; reads no "
+               "data");
   app.add_flag("--ref-compat", cfg.ref_compat,
-               "reproduce the reference implementation's bugs (e.g. uncentred ChannelDeconv)");
+               "reproduce the reference implementation's bugs (EfficientNet-B0 blocks, "
+               "uncentred ChannelDeconv)");
   app.add_option("--deconv-path", cfg.deconv_path,
                  "fused (kernels) | composite (primitive ops, the test oracle)")
+      ->capture_default_str();
+  app.add_flag("--skip-bad-images", cfg.skip_bad_images,
+               "image folders: skip and count unreadable images instead of stopping");
+  app.add_option("--image-size", cfg.image_size,
+                 "image folders: training crop and validation centre crop (validation resizes "
+                 "the shorter side to 256/224 of it)")
       ->capture_default_str();
   app.add_option("--train-limit", cfg.train_limit, "use only the first N training images");
   app.add_option("--test-limit", cfg.test_limit, "use only the first N test images");
@@ -40,7 +87,62 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    nd::train(cfg, std::cout);
+    if (deconv) cfg.norm = "nd";
+    std::vector<std::string> given;
+    for (const auto& [flag, key] :
+         {std::pair<const char*, const char*>{"--batch-size", "batch_size"},
+          {"--wd", "weight_decay"},
+          {"--epochs", "epochs"}})
+      if (app.count(flag)) given.push_back(key);
+    nd::apply_recipe_defaults(cfg, given);
+    if (!resume.empty()) {
+      // Only what does not change the numbers may differ from the saved run.
+      for (const char* flag : {"--dataset",
+                               "--data-dir",
+                               "--arch",
+                               "--norm",
+                               "--deconv",
+                               "--loss",
+                               "--batch-size",
+                               "--lr",
+                               "--momentum",
+                               "--wd",
+                               "--optimizer",
+                               "--lr-scheduler",
+                               "--milestone",
+                               "--multistep-gamma",
+                               "--block",
+                               "--block-fc",
+                               "--deconv-iter",
+                               "--eps",
+                               "--stride",
+                               "--freeze",
+                               "--seed",
+                               "--output",
+                               "--ref-compat",
+                               "--deconv-path",
+                               "--train-limit",
+                               "--test-limit",
+                               "--skip-bad-images",
+                               "--image-size"})
+        if (app.count(flag) > 0)
+          throw nd::Error(std::string("--resume takes ") + flag + " from " + resume +
+                          "/config.json; leave it out (only --epochs, --stop-after, --device and "
+                          "--workers may change)");
+      nd::TrainConfig saved = nd::resume_config(resume);
+      if (app.count("--epochs")) saved.epochs = cfg.epochs;
+      if (app.count("--device")) saved.device = cfg.device;
+      if (app.count("--workers")) saved.workers = cfg.workers;
+      saved.stop_after = cfg.stop_after;
+      saved.output = resume;
+      nd::train(saved, std::cout, resume);
+    } else if (summary) {
+      nd::print_model_summary(cfg, std::cout);
+    } else if (!evaluate.empty()) {
+      nd::evaluate_weights(cfg, evaluate, std::cout);
+    } else {
+      nd::train(cfg, std::cout);
+    }
   } catch (const nd::OutOfMemoryError& e) {
     std::cerr << "nd-train: out of memory: " << e.what() << "\n  try a smaller --batch-size\n";
     return 1;

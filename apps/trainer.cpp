@@ -5,37 +5,30 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <sstream>
 
-#include "data/batch.h"
-#include "data/fashion_mnist.h"
+#include "apps/datasets.h"
+#include "data/loader.h"
 #include "engine/optim.h"
-#include "nets/registry.h"
+#include "nets/summary.h"
 
 namespace nd {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 
-void require_one_of(const char* flag, const std::string& value,
-                    std::initializer_list<const char*> allowed) {
-  std::string list;
-  for (const char* a : allowed) {
-    if (value == a) return;
-    list += list.empty() ? a : std::string("|") + a;
-  }
-  ND_FAIL(flag, " '", value, "' is not one of ", list);
-}
-
-std::string default_data_dir(const std::string& dataset) {
-  return dataset == "mnist" ? "/usr/share/datasets/mnist" : "/usr/share/datasets/fashion-mnist";
-}
+// Steps between reads of the losses from the device: each read waits for the device, so they
+// are batched; a NaN is caught at the next read, before any checkpoint is written.
+constexpr int64_t kStepsPerSync = 20;
 
 std::string default_output(const TrainConfig& cfg) {
   const std::time_t now = std::time(nullptr);
@@ -44,70 +37,127 @@ std::string default_output(const TrainConfig& cfg) {
   return "runs/" + std::string(stamp) + "-" + cfg.arch + "-" + cfg.norm;
 }
 
-struct EvalResult {
-  double loss = 0, top1 = 0;
-};
+// Writes text to path atomically (temporary file + rename).
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    ND_CHECK(out, "cannot write ", tmp);
+    out << text;
+    out.flush();
+    ND_CHECK(out, "error writing ", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  ND_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
+}
 
-EvalResult evaluate(Module& net, const data::ImageClassSet& set, int64_t batch_size,
-                    kernels::LossKind loss_kind, Device device) {
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  ND_CHECK(in, "cannot read ", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+const char* kSummaryHeader =
+    "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,seconds,images_per_s\n";
+
+std::string summary_row(const EpochStats& s) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%lld,%.8f,%.6f,%.4f,%.6f,%.4f,%.4f,%.3f,%.1f\n",
+                (long long)s.epoch, s.lr, s.train_loss, s.train_top1, s.test_loss, s.test_top1,
+                s.test_top5, s.seconds, s.images_per_s);
+  return buf;
+}
+
+std::vector<int64_t> first_n(int64_t n) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = i;
+  return v;
+}
+
+int64_t limited(int64_t size, int64_t limit) {
+  return limit > 0 && limit < size ? limit : size;
+}
+
+kernels::LossKind loss_kind_of(const TrainConfig& cfg) {
+  return cfg.loss == "CE" ? kernels::LossKind::CrossEntropy : kernels::LossKind::L2;
+}
+
+data::LoaderOptions loader_options(const TrainConfig& cfg) {
+  data::LoaderOptions o;
+  o.batch_size = cfg.batch_size;
+  o.workers = cfg.workers;
+  return o;
+}
+
+EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::LossKind loss_kind,
+                    Device device) {
   NoGradGuard no_grad;
   net.eval();
-  data::BatchIterator it(set, batch_size, false, nullptr);
+  loader.start(first_n(count), 0);
   data::Batch b;
+  EvalResult r;
   double loss_sum = 0;
-  int64_t correct = 0;
-  while (it.next(b)) {
+  int64_t top1 = 0, top5 = 0;
+  while (loader.next(b)) {
     Tensor logits = net(b.images.to(device));
-    loss_sum += ops::loss(loss_kind, logits, b.labels).item() * double(b.labels.numel());
-    correct += ops::count_correct(logits, b.labels);
+    const int64_t n = b.labels.numel(), k = logits.shape()[1];
+    loss_sum += ops::loss(loss_kind, logits, b.labels.to(device)).item() * double(n);
+    const std::vector<float> l = logits.to(Device::cpu()).to_vector<float>();
+    const std::vector<int64_t> y = b.labels.to_vector<int64_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      const float target = l[size_t(i * k + y[size_t(i)])];
+      int64_t above = 0;  // classes ranked before the true one
+      for (int64_t j = 0; j < k; ++j) {
+        const float v = l[size_t(i * k + j)];
+        above += v > target || (v == target && j < y[size_t(i)]);
+      }
+      top1 += above == 0;
+      top5 += above < 5;
+    }
+    r.images += n;
   }
   net.train();
-  return {loss_sum / double(set.count), 100.0 * double(correct) / double(set.count)};
+  ND_CHECK(r.images > 0, "the test split is empty");
+  r.loss = loss_sum / double(r.images);
+  r.top1 = 100.0 * double(top1) / double(r.images);
+  r.top5 = 100.0 * double(top5) / double(r.images);
+  return r;
 }
+
+std::shared_ptr<Module> build_for(const TrainConfig& cfg, const data::Dataset& data) {
+  const Shape s = data.sample_shape();
+  Generator init_gen(cfg.seed);
+  return build_net(net_config(cfg, s[0], s[1], s[2], data.num_classes()), init_gen);
+}
+
+// Steps whose loss and predictions still sit on the device.
+struct PendingStep {
+  int64_t step, epoch;
+  double lr;
+  Tensor loss, predictions, labels;
+};
 
 }  // namespace
 
-void validate(const TrainConfig& cfg) {
-  require_one_of("--dataset", cfg.dataset, {"fashion-mnist", "mnist"});
-  require_one_of("--norm", cfg.norm, {"none", "bn", "nd"});
-  require_one_of("--loss", cfg.loss, {"CE", "L2"});
-  require_one_of("--optimizer", cfg.optimizer, {"sgd", "adam"});
-  require_one_of("--lr-scheduler", cfg.lr_scheduler, {"cosine", "multistep"});
-  require_one_of("--deconv-path", cfg.deconv_path, {"fused", "composite"});
-  ND_CHECK(cfg.epochs >= 1, "--epochs must be at least 1, got ", cfg.epochs);
-  ND_CHECK(cfg.batch_size >= 1, "--batch-size must be at least 1, got ", cfg.batch_size);
-  ND_CHECK(cfg.lr > 0 && std::isfinite(cfg.lr), "--lr must be positive, got ", cfg.lr);
-  ND_CHECK(cfg.momentum >= 0 && cfg.momentum < 1, "--momentum must be in [0, 1), got ",
-           cfg.momentum);
-  ND_CHECK(cfg.weight_decay >= 0, "--wd must be >= 0, got ", cfg.weight_decay);
-  ND_CHECK(cfg.train_limit >= 0 && cfg.test_limit >= 0, "limits must be >= 0");
+TrainConfig resume_config(const std::string& dir) {
+  const std::string path = dir + "/config.json";
+  ND_CHECK(fs::exists(path), "cannot resume: ", path, " does not exist");
+  return config_from_json(read_file(path), path);
 }
 
-TrainResult train(const TrainConfig& cfg, std::ostream& log) {
+TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& resume_dir) {
   validate(cfg);
   const Device device = parse_device(cfg.device);
-  const kernels::LossKind loss_kind =
-      cfg.loss == "CE" ? kernels::LossKind::CrossEntropy : kernels::LossKind::L2;
+  const kernels::LossKind loss_kind = loss_kind_of(cfg);
+  const bool resuming = !resume_dir.empty();
 
-  const std::string dir = cfg.data_dir.empty() ? default_data_dir(cfg.dataset) : cfg.data_dir;
-  data::ImageClassSet train_set = data::load_mnist_split(dir, true);
-  data::ImageClassSet test_set = data::load_mnist_split(dir, false);
-  if (cfg.train_limit > 0 && cfg.train_limit < train_set.count)
-    train_set = data::take_first(train_set, cfg.train_limit);
-  if (cfg.test_limit > 0 && cfg.test_limit < test_set.count)
-    test_set = data::take_first(test_set, cfg.test_limit);
-
-  Generator init_gen(cfg.seed);
-  NetConfig net_cfg;
-  net_cfg.arch = cfg.arch;
-  net_cfg.norm = cfg.norm;
-  net_cfg.num_classes = train_set.num_classes;
-  net_cfg.in_channels = train_set.channels;
-  net_cfg.height = train_set.height;
-  net_cfg.width = train_set.width;
-  net_cfg.ref_compat = cfg.ref_compat;
-  net_cfg.deconv_path = cfg.deconv_path == "fused" ? DeconvPath::Fused : DeconvPath::Composite;
-  std::shared_ptr<Module> net = build_net(net_cfg, init_gen);
+  DataSplits data = load_splits(cfg, true, true);
+  const int64_t train_count = limited(data.train->size(), cfg.train_limit);
+  const int64_t test_count = limited(data.test->size(), cfg.test_limit);
+  std::shared_ptr<Module> net = build_for(cfg, *data.train);
   net->to(device);
   net->train();
 
@@ -118,67 +168,113 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log) {
     opt = std::make_unique<Adam>(net->parameters(), cfg.lr, cfg.weight_decay);
 
   TrainResult result;
-  result.output_dir = cfg.output.empty() ? default_output(cfg) : cfg.output;
-  std::ofstream csv, steps_csv;
-  if (cfg.write_files) {
-    std::filesystem::create_directories(result.output_dir);
-    const std::string path = result.output_dir + "/summary.csv";
-    csv.open(path);
-    ND_CHECK(csv, "cannot write ", path);
-    csv << "epoch,lr,train_loss,train_top1,test_loss,test_top1,seconds,images_per_s\n";
-    // Every step's loss: the learning curves of the paper's Fashion-MNIST figure.
-    steps_csv.open(result.output_dir + "/steps.csv");
-    ND_CHECK(steps_csv, "cannot write ", result.output_dir, "/steps.csv");
-    steps_csv << "step,epoch,lr,loss\n";
+  result.output_dir = resuming ? resume_dir : cfg.output.empty() ? default_output(cfg) : cfg.output;
+  const std::string dir = result.output_dir;
+  Generator data_gen(cfg.seed ^ 0x5eed5eed5eedULL);
+  TrainingProgress progress;
+  if (resuming) {
+    load_training_checkpoint(dir, *net, *opt, progress);
+    data_gen.set_state(progress.data_rng);
+    ND_CHECK(progress.epochs_done <= cfg.epochs, "the run in ", dir, " already has ",
+             progress.epochs_done, " epochs; pass --epochs above that to continue it");
   }
-  const bool progress = cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO));
-  log << "nd-train: " << cfg.arch << " norm=" << cfg.norm << " on " << cfg.dataset << " ("
-      << train_set.count << " train / " << test_set.count << " test images), device "
-      << device.str() << ", " << net->num_parameters() << " parameters\n";
 
-  Generator shuffle_gen(cfg.seed ^ 0x5eed5eed5eedULL);
-  const int64_t steps_per_epoch = (train_set.count + cfg.batch_size - 1) / cfg.batch_size;
+  std::ofstream steps_csv;
+  if (cfg.write_files) {
+    fs::create_directories(dir);
+    write_file_atomic(dir + "/config.json", to_json(cfg));
+    std::string summary = kSummaryHeader;
+    for (const auto& s : progress.history) summary += summary_row(s);
+    write_file_atomic(dir + "/summary.csv", summary);
+    // steps.csv keeps the steps up to the checkpoint (a run stopped mid-epoch wrote more).
+    std::string steps = "step,epoch,lr,loss\n";
+    if (resuming && fs::exists(dir + "/steps.csv")) {
+      std::istringstream old(read_file(dir + "/steps.csv"));
+      std::string line;
+      std::getline(old, line);
+      while (std::getline(old, line))
+        if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= progress.step)
+          steps += line + "\n";
+    }
+    write_file_atomic(dir + "/steps.csv", steps);
+    steps_csv.open(dir + "/steps.csv", std::ios::app);
+    ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
+  }
+  const bool progress_line = cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO));
+  log << "nd-train: " << net_config(cfg, 0, 0, 0, 0).arch << " norm=" << cfg.norm << " on "
+      << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
+      << device.str() << ", " << net->num_parameters() << " parameters"
+      << (resuming ? ", resuming after epoch " + std::to_string(progress.epochs_done) : "") << "\n";
+
+  for (const auto& split : {data.train, data.test}) {
+    const std::string report = bad_image_report(*split);
+    if (!report.empty()) log << report << "\n";
+  }
+  data::Loader train_loader(data.train, loader_options(cfg));
+  data::Loader test_loader(data.test, loader_options(cfg));
+  const int64_t steps_per_epoch = (train_count + cfg.batch_size - 1) / cfg.batch_size;
   const int64_t total_steps = steps_per_epoch * cfg.epochs;
-  const std::vector<int64_t> milestones{int64_t(0.4 * double(cfg.epochs)),
-                                        int64_t(0.8 * double(cfg.epochs))};
-  int64_t step = 0;
-  for (int64_t epoch = 0; epoch < cfg.epochs; ++epoch) {
+  std::vector<int64_t> milestones;
+  for (int64_t k = 1; double(k) * cfg.milestone < 1.0; ++k)
+    milestones.push_back(int64_t(double(k) * cfg.milestone * double(cfg.epochs)));
+
+  result.epochs = progress.history;
+  int64_t step = progress.step;
+  const int64_t last_epoch = cfg.stop_after > 0 ? std::min(cfg.stop_after, cfg.epochs) : cfg.epochs;
+  for (int64_t epoch = progress.epochs_done; epoch < last_epoch; ++epoch) {
     const auto t0 = Clock::now();
-    data::BatchIterator it(train_set, cfg.batch_size, true, &shuffle_gen);
+    std::vector<int64_t> order = data_gen.permutation(train_count);
+    train_loader.start(std::move(order), data_gen.next_u64());
     data::Batch b;
     double loss_sum = 0, epoch_lr = 0;
     int64_t correct = 0, seen = 0, batch_index = 0;
-    while (it.next(b)) {
-      const double lr = cfg.lr_scheduler == "cosine" ? cosine_lr(cfg.lr, step, total_steps)
-                                                     : multistep_lr(cfg.lr, epoch, milestones, 0.1);
+    std::vector<PendingStep> pending;
+    auto flush = [&] {
+      for (PendingStep& p : pending) {
+        const double loss_value = p.loss.item();
+        if (!std::isfinite(loss_value))
+          ND_FAIL("training diverged: the loss is ", loss_value, " at step ", p.step + 1,
+                  " (epoch ", p.epoch + 1, "); lower --lr (now ", cfg.lr, ") or check the data.",
+                  progress.epochs_done > 0
+                      ? " The last good checkpoint is " + dir + "/last.safetensors (epoch " +
+                            std::to_string(progress.epochs_done) + ")."
+                      : std::string());
+        const int64_t n = p.labels.numel();
+        loss_sum += loss_value * double(n);
+        const auto pred = p.predictions.to(Device::cpu()).to_vector<int64_t>();
+        const auto y = p.labels.to_vector<int64_t>();
+        for (int64_t i = 0; i < n; ++i) correct += pred[size_t(i)] == y[size_t(i)];
+        seen += n;
+        result.step_losses.push_back(loss_value);
+        if (steps_csv.is_open())
+          steps_csv << p.step + 1 << "," << p.epoch + 1 << "," << p.lr << "," << loss_value << "\n";
+      }
+      pending.clear();
+      if (progress_line && seen > 0)
+        std::cout << "\repoch " << epoch + 1 << "/" << cfg.epochs << " [" << batch_index << "/"
+                  << steps_per_epoch << "] loss " << std::fixed << std::setprecision(4)
+                  << loss_sum / double(seen) << std::flush;
+    };
+    while (train_loader.next(b)) {
+      const double lr = cfg.lr_scheduler == "cosine"
+                            ? cosine_lr(cfg.lr, step, total_steps)
+                            : multistep_lr(cfg.lr, epoch, milestones, cfg.multistep_gamma);
       if (batch_index == 0) epoch_lr = lr;
       opt->set_lr(lr);
-      Tensor images = b.images.to(device);
-      Tensor logits = (*net)(images);
-      Tensor loss = ops::loss(loss_kind, logits, b.labels);
-      const double loss_value = loss.item();
-      if (!std::isfinite(loss_value))
-        ND_FAIL("training diverged: loss is ", loss_value, " at epoch ", epoch + 1, " step ",
-                batch_index + 1, "; lower --lr (now ", cfg.lr, ") or check the data");
+      Tensor labels = b.labels.to(device);
+      Tensor logits = (*net)(b.images.to(device));
+      Tensor loss = ops::loss(loss_kind, logits, labels);
       opt->zero_grad();
       loss.backward();
       opt->step();
-      const int64_t n = b.labels.numel();
-      loss_sum += loss_value * double(n);
-      correct += ops::count_correct(logits, b.labels);
-      seen += n;
-      result.step_losses.push_back(loss_value);
-      if (steps_csv.is_open())
-        steps_csv << step + 1 << "," << epoch + 1 << "," << lr << "," << loss_value << "\n";
+      pending.push_back({step, epoch, lr, loss.detach(), ops::argmax(logits.detach()), b.labels});
       ++step;
       ++batch_index;
-      if (progress && (batch_index % 10 == 0 || batch_index == it.num_batches()))
-        std::cout << "\repoch " << epoch + 1 << "/" << cfg.epochs << " [" << batch_index << "/"
-                  << it.num_batches() << "] loss " << std::fixed << std::setprecision(4)
-                  << loss_sum / double(seen) << std::flush;
+      if (int64_t(pending.size()) >= kStepsPerSync) flush();
     }
+    flush();
     const double train_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    const EvalResult test = evaluate(*net, test_set, cfg.batch_size, loss_kind, device);
+    const EvalResult test = evaluate(*net, test_loader, test_count, loss_kind, device);
     EpochStats s;
     s.epoch = epoch + 1;
     s.lr = epoch_lr;
@@ -186,26 +282,64 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log) {
     s.train_top1 = 100.0 * double(correct) / double(seen);
     s.test_loss = test.loss;
     s.test_top1 = test.top1;
+    s.test_top5 = test.top5;
     s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     s.images_per_s = double(seen) / train_seconds;
     result.epochs.push_back(s);
-    if (progress) std::cout << "\r\033[K" << std::flush;
+    progress.history.push_back(s);
+    progress.epochs_done = epoch + 1;
+    progress.step = step;
+    progress.data_rng = data_gen.state();
+    if (cfg.write_files) {
+      steps_csv.flush();
+      if (s.test_top1 > progress.best_top1) {
+        progress.best_top1 = s.test_top1;
+        save_weights(dir + "/best.safetensors", *net, s.epoch);
+      }
+      save_training_checkpoint(dir, *net, *opt, progress);
+      std::ofstream(dir + "/summary.csv", std::ios::app) << summary_row(s) << std::flush;
+    }
+    if (progress_line) std::cout << "\r\033[K" << std::flush;
     log << std::fixed << "epoch " << std::setw(3) << s.epoch << "  lr " << std::setprecision(5)
         << s.lr << "  train loss " << std::setprecision(4) << s.train_loss << "  top1 "
         << std::setprecision(2) << s.train_top1 << "%  test loss " << std::setprecision(4)
-        << s.test_loss << "  top1 " << std::setprecision(2) << s.test_top1 << "%  "
-        << std::setprecision(2) << s.seconds << " s  " << std::setprecision(0) << s.images_per_s
+        << s.test_loss << "  top1 " << std::setprecision(2) << s.test_top1 << "%  top5 "
+        << s.test_top5 << "%  " << s.seconds << " s  " << std::setprecision(0) << s.images_per_s
         << " img/s" << std::endl;
-    if (csv.is_open()) {
-      csv << std::fixed << s.epoch << "," << std::setprecision(8) << s.lr << "," << s.train_loss
-          << "," << s.train_top1 << "," << s.test_loss << "," << s.test_top1 << "," << s.seconds
-          << "," << std::setprecision(1) << s.images_per_s << "\n"
-          << std::flush;
-    }
+    const std::string report = bad_image_report(*data.train);
+    if (!report.empty()) log << report << "\n";
   }
   for (auto& [name, t] : net->state_dict())
     result.final_state[name] = t.detach().to(Device::cpu()).clone();
   return result;
+}
+
+EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, std::ostream& log) {
+  validate(cfg);
+  const Device device = parse_device(cfg.device);
+  DataSplits data = load_splits(cfg, false, true);
+  std::shared_ptr<Module> net = build_for(cfg, *data.test);
+  load_weights(weights, *net);
+  net->to(device);
+  data::Loader loader(data.test, loader_options(cfg));
+  const EvalResult r =
+      evaluate(*net, loader, limited(data.test->size(), cfg.test_limit), loss_kind_of(cfg), device);
+  log << std::fixed << std::setprecision(4) << "evaluate " << weights << " on " << cfg.dataset
+      << " test (" << r.images << " images): loss " << r.loss << "  top1 " << std::setprecision(2)
+      << r.top1 << "%  top5 " << r.top5 << "%" << std::endl;
+  return r;
+}
+
+void print_model_summary(const TrainConfig& cfg, std::ostream& out) {
+  validate(cfg);
+  DatasetShape d = dataset_shape(cfg.dataset);
+  if (cfg.dataset == "imagenet") d.height = d.width = cfg.image_size;
+  const NetConfig n = net_config(cfg, d.channels, d.height, d.width, d.classes);
+  Generator gen(cfg.seed);
+  std::shared_ptr<Module> net = build_net(n, gen);
+  out << n.arch << " --norm " << cfg.norm << (cfg.ref_compat ? " --ref-compat" : "") << ", "
+      << d.classes << " classes, input " << d.channels << "x" << d.height << "x" << d.width << "\n";
+  print_summary(out, summarize(*net, {d.channels, d.height, d.width}));
 }
 
 }  // namespace nd

@@ -84,8 +84,7 @@ void Optimizer::load_state_of(size_t i, const std::map<std::string, Tensor>& sta
     auto it = state.find(name);
     ND_CHECK(it != state.end(), "optimizer state of parameter ", i, " has no '", name, "'");
     ND_CHECK(it->second.shape() == live.shape(), "optimizer state '", name, "' of parameter ", i,
-             " has shape ", shape_str(it->second.shape()), ", expected ",
-             shape_str(live.shape()));
+             " has shape ", shape_str(it->second.shape()), ", expected ", shape_str(live.shape()));
     if (live.dtype() == DType::I64) {
       restore_counter(i, name, it->second.to(DType::I64).to_vector<int64_t>().at(0));
     } else {

@@ -191,16 +191,17 @@ double newton_schulz_flops(int64_t n, int64_t iters) {
 }  // namespace
 
 double FastDeconv::flops(const Shape& in, const Shape& out) const {
-  kernels::SampledCovShape s{1, in[1], in[2], in[3], kernel_, p_.padding, p_.dilation,
-                             effective_sampling_stride(), block_, p_.groups};
+  kernels::SampledCovShape s{1,       in[1],      in[2],       in[3],
+                             kernel_, p_.padding, p_.dilation, effective_sampling_stride(),
+                             block_,  p_.groups};
   const double nf = double(s.nf());
   return conv2d_flops(in_, kernel_, p_.groups, out) + 2.0 * double(s.rows()) * nf * nf;
 }
 
 double FastDeconv::per_step_flops() const {
   const int64_t nf = feature_length();
-  const double fold = 2.0 * double(out_) * double(in_ / p_.groups) * double(kernel_ * kernel_) *
-                      double(nf);
+  const double fold =
+      2.0 * double(out_) * double(in_ / p_.groups) * double(kernel_ * kernel_) * double(nf);
   return double(p_.groups) * newton_schulz_flops(nf, settings_.n_iter) + fold;
 }
 

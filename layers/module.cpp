@@ -69,9 +69,15 @@ namespace {
 thread_local ForwardObserver* active_observer = nullptr;
 }
 
-ForwardObserver::ForwardObserver() : previous_(active_observer) { active_observer = this; }
-ForwardObserver::~ForwardObserver() { active_observer = previous_; }
-ForwardObserver* ForwardObserver::active() { return active_observer; }
+ForwardObserver::ForwardObserver() : previous_(active_observer) {
+  active_observer = this;
+}
+ForwardObserver::~ForwardObserver() {
+  active_observer = previous_;
+}
+ForwardObserver* ForwardObserver::active() {
+  return active_observer;
+}
 
 Tensor Module::operator()(const Tensor& x) {
   Tensor y = forward(x);

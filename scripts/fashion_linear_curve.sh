@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 every=${EVERY:-10}
 out=${OUT:-runs/fashion-linear}
 for norm in none nd; do
-  ./build/bin/nd-train --arch linear --norm "$norm" --loss L2 --epochs 1 --output "$out/$norm" \
+  ./build/bin/nd-train --dataset fashion-mnist --arch linear --norm "$norm" --loss L2 --epochs 1 --output "$out/$norm" \
     "$@" >&2
 done
 echo "| step | plain L2 loss | deconvolution L2 loss |"

@@ -10,7 +10,7 @@ epochs=${EPOCHS:-20}
 out=${OUT:-runs/fashion-mlp}
 for norm in none bn nd; do
   echo "== --norm $norm" >&2
-  ./build/bin/nd-train --arch mlp --norm "$norm" --epochs "$epochs" --output "$out/$norm" "$@" >&2
+  ./build/bin/nd-train --dataset fashion-mnist --arch mlp --norm "$norm" --epochs "$epochs" --output "$out/$norm" "$@" >&2
 done
 echo "| epoch | plain loss | plain test % | BN loss | BN test % | ND loss | ND test % |"
 echo "|---|---|---|---|---|---|---|"

@@ -32,7 +32,7 @@ step cpu_tests 120 ./build/bin/nd_tests
 step bench_ops 120 ./build/bin/nd-bench-ops --device cuda
 step bench_deconv 180 ./build/bin/nd-bench-deconv --device cuda
 for norm in none bn nd; do
-  step "train_$norm" 90 ./build/bin/nd-train --arch mlp --norm "$norm" --epochs 3 --device cuda \
+  step "train_$norm" 90 ./build/bin/nd-train --dataset fashion-mnist --arch mlp --norm "$norm" --epochs 3 --device cuda \
     --data-dir "$data" --output "$OUT/train-$norm"
 done
 echo "total $(($(date +%s) - start)) s, status $status" | tee -a "$OUT/summary.txt"

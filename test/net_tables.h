@@ -18,8 +18,8 @@ inline std::string reference_dir() {
   return ND_REFERENCE_DIR;
 }
 
-inline std::vector<std::vector<std::string>> read_tsv(const std::string& path,
-                                                      std::vector<std::string>* comments = nullptr) {
+inline std::vector<std::vector<std::string>> read_tsv(
+    const std::string& path, std::vector<std::string>* comments = nullptr) {
   std::ifstream in(path);
   ND_CHECK(in, "cannot open reference table ", path);
   std::vector<std::vector<std::string>> rows;

@@ -45,9 +45,8 @@ void check_state_dict(const NetCase& c, Module& net) {
   size_t i = 0;
   while (i < want.size() && i < got.size() && want[i] == got[i]) ++i;
   INFO(path << ": " << want.size() << " reference entries, " << got.size() << " ours");
-  INFO("first difference at entry " << i << ": reference '"
-                                    << (i < want.size() ? want[i] : "(end)") << "', ours '"
-                                    << (i < got.size() ? got[i] : "(end)") << "'");
+  INFO("first difference at entry " << i << ": reference '" << (i < want.size() ? want[i] : "(end)")
+                                    << "', ours '" << (i < got.size() ? got[i] : "(end)") << "'");
   CHECK(got == want);
 }
 
@@ -226,16 +225,16 @@ void check_training_step(const NetCase& c) {
 
 }  // namespace
 
-#define ND_NET_TESTS(NET)                                                         \
+#define ND_NET_TESTS(NET)                                                        \
   TEST_CASE("net " #NET ": names, shapes, settings and counts of the reference", \
-            "[nets][tables]") {                                                    \
-    check_reference_tables(#NET);                                                 \
-  }                                                                                \
-  TEST_CASE("net " #NET ": forward, summary and one SGD step", "[nets][step]") {  \
-    for (const auto& c : cifar_cases())                                            \
-      if (c.arch == #NET) check_training_step(c);                                 \
-    for (const auto& c : imagenet_cases())                                         \
-      if (c.arch == #NET) check_training_step(c);                                 \
+            "[nets][tables]") {                                                  \
+    check_reference_tables(#NET);                                                \
+  }                                                                              \
+  TEST_CASE("net " #NET ": forward, summary and one SGD step", "[nets][step]") { \
+    for (const auto& c : cifar_cases())                                          \
+      if (c.arch == #NET) check_training_step(c);                                \
+    for (const auto& c : imagenet_cases())                                       \
+      if (c.arch == #NET) check_training_step(c);                                \
   }
 
 ND_NET_TESTS(vgg16)

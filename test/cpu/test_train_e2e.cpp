@@ -11,7 +11,9 @@ using namespace nd;
 namespace {
 TrainConfig slice_config(const std::string& norm) {
   TrainConfig cfg;
+  cfg.dataset = "fashion-mnist";
   cfg.data_dir = test::fashion_mnist_dir();
+  cfg.weight_decay = 5e-4;
   cfg.arch = "mlp";
   cfg.norm = norm;
   cfg.device = "cpu";

@@ -1,0 +1,68 @@
+// nd-train's configuration: every flag with the reference's CIFAR recipe as default
+// (network-deconvolution.md section 5), its validation, and its JSON form (DIR/config.json of a
+// run, read back by --resume).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nets/registry.h"
+
+namespace nd {
+
+struct TrainConfig {
+  std::string dataset = "cifar10";  // cifar10 | cifar100 | fashion-mnist | mnist | imagenet
+  std::string data_dir;             // empty: the dataset's default location
+  std::string arch = "resnet18";
+  std::string norm = "bn";              // none | bn | nd
+  std::string loss = "CE";              // CE | L2
+  std::string optimizer = "sgd";        // sgd | adam
+  std::string lr_scheduler = "cosine";  // cosine (per iteration) | multistep (per epoch)
+  std::string device = "auto";
+  std::string output;  // run directory; empty: runs/<date>-<arch>-<norm>
+  int64_t epochs = 20;
+  // Stop after this epoch although the schedule spans `epochs` (as an interruption would);
+  // --resume continues exactly. 0: run to the end. Not part of the saved configuration.
+  int64_t stop_after = 0;
+  int64_t batch_size = 128;
+  double lr = 0.1, momentum = 0.9, weight_decay = 1e-3;
+  double milestone = 0.4;  // multistep: the rate drops every milestone * epochs epochs
+  double multistep_gamma = 0.1;
+  uint64_t seed = 0;
+  // Deconvolution (--norm nd): FastDeconv block, Newton-Schulz steps, eps, sampling stride,
+  // freeze of every layer; the classifier's Delinear block (0: a plain Linear).
+  int64_t block = 64, block_fc = 512, deconv_iter = 5, sampling_stride = 3;
+  double eps = 1e-5;
+  bool freeze = false;
+  bool ref_compat = false;            // reproduce the reference's bugs (section 6)
+  std::string deconv_path = "fused";  // fused | composite (the primitive-op oracle)
+  int workers = 2;                    // loader threads
+  int64_t train_limit = 0;            // use only the first N training images (0 = all)
+  int64_t test_limit = 0;             // use only the first N test images (0 = all)
+  bool skip_bad_images = false;       // image folders: skip and count unreadable images
+  int64_t image_size = 224;           // image folders: crop size (validation resizes to 256/224 x)
+  int progress = -1;                  // progress line: 1 on, 0 off, -1 when stdout is a terminal
+  bool write_files = true;            // run directory with config, CSVs and checkpoints
+};
+
+// The recipe of the dataset (network-deconvolution.md section 5) for every setting not in
+// `given` (flag names without dashes, e.g. "batch_size"): Fashion-MNIST/MNIST batch 512 and weight
+// decay 5e-4; ImageNet batch 256, weight decay 1e-4, 90 epochs. CIFAR keeps the defaults above.
+void apply_recipe_defaults(TrainConfig& cfg, const std::vector<std::string>& given);
+
+// Checks every setting and throws nd::Error naming the bad flag and its allowed values.
+void validate(const TrainConfig& cfg);
+// The network settings this configuration trains (arch resolved for the dataset).
+NetConfig net_config(const TrainConfig& cfg, int64_t channels, int64_t height, int64_t width,
+                     int64_t classes);
+// Image shape and class count of a dataset, known without reading it (--summary).
+struct DatasetShape {
+  int64_t channels, height, width, classes;
+};
+DatasetShape dataset_shape(const std::string& dataset);
+
+std::string to_json(const TrainConfig& cfg);
+// Fields missing from the JSON keep their defaults; unknown fields are rejected.
+TrainConfig config_from_json(const std::string& json_text, const std::string& source);
+
+}  // namespace nd
