@@ -11,9 +11,9 @@ epochs=${EPOCHS:-5}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 ./build/bin/nd-train --dataset fashion-mnist --arch mlp --device cpu --epochs "$epochs" --output "$out" "$@" >/dev/null
-median=$(tail -n +2 "$out/summary.csv" | cut -d, -f7 | sort -g |
+median=$(tail -n +2 "$out/summary.csv" | cut -d, -f8 | sort -g |
   awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
-imgs=$(tail -n +2 "$out/summary.csv" | cut -d, -f8 | sort -g |
+imgs=$(tail -n +2 "$out/summary.csv" | cut -d, -f9 | sort -g |
   awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
 anchor=1.4
 case " $* " in

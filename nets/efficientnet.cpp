@@ -24,7 +24,6 @@ struct Stage {
 constexpr Stage kStages[] = {{1, 16, 1, 2},  {6, 24, 2, 1},  {6, 40, 2, 2}, {6, 80, 3, 2},
                              {6, 112, 3, 1}, {6, 192, 4, 2}, {6, 320, 1, 2}};
 constexpr int64_t kStemWidth = 32, kSeReduction = 16;
-constexpr int64_t kSide = 32;  // the flattened last map must be 1x1
 
 // Builds a block's convs and batch norms: deconvolved (no batch norm), or Conv2d + BatchNorm2d
 // for --norm bn and for the reference's mixed --norm nd --ref-compat form.
@@ -116,8 +115,6 @@ class EfficientNet : public Module {
 
 std::shared_ptr<Module> build_efficientnetb0(const NetConfig& cfg, Generator& gen) {
   require_norm(cfg, {"bn", "nd"});
-  ND_CHECK(cfg.height == kSide && cfg.width == kSide, "--arch ", cfg.arch, " takes ", kSide, "x",
-           kSide, " images, got ", cfg.height, "x", cfg.width);
   LayerFactory f(cfg, gen);
   return std::make_shared<EfficientNet>(f, cfg);
 }

@@ -20,7 +20,7 @@ struct Stage {
 constexpr Stage kStages[] = {{1, 16, 1, 1}, {6, 24, 2, 1},  {6, 32, 3, 2}, {6, 64, 4, 2},
                              {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
 constexpr int64_t kStemWidth = 32, kHeadIn = 320, kHeadWidth = 1280;
-constexpr int64_t kSide = 32, kPool = 4;  // 32x32 inputs end as 4x4 maps
+constexpr int64_t kPool = 4;  // 32x32 inputs end as 4x4 maps
 
 class InvertedResidual : public Module {
  public:
@@ -94,8 +94,6 @@ class MobileNetV2 : public Module {
 
 std::shared_ptr<Module> build_mobilenetv2(const NetConfig& cfg, Generator& gen) {
   require_norm(cfg, {"bn", "nd"});
-  ND_CHECK(cfg.height == kSide && cfg.width == kSide, "--arch ", cfg.arch, " takes ", kSide, "x",
-           kSide, " images, got ", cfg.height, "x", cfg.width);
   LayerFactory f(cfg, gen);
   return std::make_shared<MobileNetV2>(f, cfg.in_channels, cfg.num_classes);
 }

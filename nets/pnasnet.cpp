@@ -13,7 +13,7 @@ namespace nd {
 namespace {
 
 constexpr int64_t kPlanes = 44, kCellsPerStage = 6, kSepKernel = 7;
-constexpr int64_t kSide = 32, kPool = 8;  // 32x32 inputs end as 8x8 maps
+constexpr int64_t kPool = 8;  // 32x32 inputs end as 8x8 maps
 
 // The reference's "separable" conv: one grouped kxk conv (groups = input channels), then BN.
 class SepConv : public Module {
@@ -99,8 +99,6 @@ class PNASNet : public Module {
 
 std::shared_ptr<Module> build_pnasnetA(const NetConfig& cfg, Generator& gen) {
   require_norm(cfg, {"bn", "nd"});
-  ND_CHECK(cfg.height == kSide && cfg.width == kSide, "--arch ", cfg.arch, " takes ", kSide, "x",
-           kSide, " images, got ", cfg.height, "x", cfg.width);
   LayerFactory f(cfg, gen);
   return std::make_shared<PNASNet>(f, cfg.in_channels, cfg.num_classes);
 }

@@ -68,6 +68,10 @@ std::shared_ptr<Module> build_net(const NetConfig& cfg, Generator& gen) {
     const auto& norms = e.info.norms;
     ND_CHECK(std::find(norms.begin(), norms.end(), cfg.norm) != norms.end(), "--arch ", cfg.arch,
              " does not support --norm ", cfg.norm, "; choose one of: ", join(norms));
+    // The CIFAR networks end in fixed-size pooling (as the reference's do): 3x32x32 only.
+    if (e.info.input == "cifar")
+      ND_CHECK(cfg.in_channels == 3 && cfg.height == 32 && cfg.width == 32, "--arch ", cfg.arch,
+               " takes 3x32x32 images, got ", cfg.in_channels, "x", cfg.height, "x", cfg.width);
     return e.build(cfg, gen);
   }
   ND_FAIL("unknown --arch '", cfg.arch, "'; available: ", join(available_archs()));

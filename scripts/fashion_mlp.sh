@@ -15,9 +15,9 @@ done
 echo "| epoch | plain loss | plain test % | BN loss | BN test % | ND loss | ND test % |"
 echo "|---|---|---|---|---|---|---|"
 paste -d, "$out/none/summary.csv" "$out/bn/summary.csv" "$out/nd/summary.csv" | tail -n +2 |
-  awk -F, '{printf "| %d | %.4f | %.2f | %.4f | %.2f | %.4f | %.2f |\n", $1, $3, $6, $11, $14, $19, $22}'
+  awk -F, '{printf "| %d | %.4f | %.2f | %.4f | %.2f | %.4f | %.2f |\n", $1, $3, $6, $12, $15, $21, $24}'
 echo
 for norm in none bn nd; do
-  tail -n +2 "$out/$norm/summary.csv" | cut -d, -f7 | sort -g |
+  tail -n +2 "$out/$norm/summary.csv" | cut -d, -f8 | sort -g |
     awk -v n="$norm" '{v[NR]=$1} END {printf "--norm %-4s median epoch %.2f s\n", n, (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
 done

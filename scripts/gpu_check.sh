@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one-shot check for the lent GPU machine (H100/H200, minutes at a time): build with CUDA,
 # run the CUDA tests with ND_REQUIRE_GPU=1 (no device = failure), the CPU tests, the kernel
-# microbenchmarks and a short training run on the GPU; every log goes to $OUT (default
-# gpu-check-out/). Finishes within 8 minutes. Data the machine lacks travels in .gpu_carry/
+# microbenchmarks, the loader benchmark, short Fashion-MNIST runs and a ResNet-18 epoch on
+# Fashion-MNIST in the CIFAR format on the GPU; every log goes to $OUT (default
+# gpu-check-out/). Finishes within about 10 minutes. Data the machine lacks travels in .gpu_carry/
 # (ignored by git): .gpu_carry/fashion-mnist/*.gz — prepare it with scripts/gpu_carry.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,17 +28,29 @@ export ND_FASHION_MNIST_DIR=$data
 jobs=$(nproc)
 step configure 120 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DND_CUDA_ARCHITECTURES=90
 step build 300 cmake --build build -j"$jobs" || { cat "$OUT/build.log" | tail -40; exit 1; }
-step cuda_tests 180 env ND_REQUIRE_GPU=1 ./build/bin/nd_cuda_tests
+step cuda_tests 300 env ND_REQUIRE_GPU=1 ./build/bin/nd_cuda_tests
 step cpu_tests 120 ./build/bin/nd_tests
 step bench_ops 120 ./build/bin/nd-bench-ops --device cuda
 step bench_deconv 180 ./build/bin/nd-bench-deconv --device cuda
+step bench_loader 60 ./build/bin/nd-bench-loader
 for norm in none bn nd; do
   step "train_$norm" 90 ./build/bin/nd-train --dataset fashion-mnist --arch mlp --norm "$norm" --epochs 3 --device cuda \
     --data-dir "$data" --output "$OUT/train-$norm"
+done
+# A CIFAR network on real images in the CIFAR format (Fashion-MNIST converted; the machine has
+# python3), one epoch of 10000 images with batch norm and with deconvolution.
+cifar=build/fashion-cifar10
+step convert 60 python3 scripts/fashion_to_cifar.py --src "$data" --dst "$cifar" \
+  --train-limit 10000 --test-limit 2000
+for norm in bn nd; do
+  step "resnet18_$norm" 120 ./build/bin/nd-train --dataset cifar10 --data-dir "$cifar" \
+    --arch resnet18 --norm "$norm" --epochs 1 --workers 8 --device cuda \
+    --output "$OUT/resnet18-$norm"
 done
 echo "total $(($(date +%s) - start)) s, status $status" | tee -a "$OUT/summary.txt"
 for f in cuda_tests cpu_tests; do tail -n 3 "$OUT/$f.log"; done
 tail -n 30 "$OUT/bench_ops.log"
 tail -n 45 "$OUT/bench_deconv.log"
-tail -n 4 "$OUT"/train_*.log
+tail -n 4 "$OUT"/train_*.log "$OUT"/resnet18_*.log
+tail -n 12 "$OUT/bench_loader.log"
 exit $status

@@ -17,5 +17,5 @@ done
 echo "== final test accuracy"
 for norm in $norms; do
   tail -n 1 "runs/main-$norm/summary.csv" |
-    awk -F, -v n="$norm" '{printf "  --norm %-5s test top1 %.2f%%  (%.2f s last epoch)\n", n, $6, $7}'
+    awk -F, -v n="$norm" '{printf "  --norm %-5s test top1 %.2f%%  (%.2f s last epoch)\n", n, $6, $8}'
 done

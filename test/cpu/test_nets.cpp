@@ -277,4 +277,8 @@ TEST_CASE("registry: arch names, ImageNet resolution and errors", "[nets]") {
   cfg.arch = "resnet19";
   cfg.norm = "bn";
   check_error_contains([&] { build_net(cfg, gen); }, {"resnet19", "densenet121", "pnasnetA"});
+  cfg.arch = "resnet18";
+  cfg.in_channels = 3;
+  cfg.height = cfg.width = 28;
+  check_error_contains([&] { build_net(cfg, gen); }, {"resnet18", "3x32x32", "3x28x28"});
 }

@@ -117,6 +117,20 @@ void check_exact_resume(TrainConfig cfg, const test::TempDir& dir) {
   CHECK(a[0] == "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5");
 }
 
+// Writes net's weights and the batch x into dir and returns the nd-infer settings that read them.
+InferConfig infer_files(const NetConfig& n, Module& net, const Tensor& x,
+                        const test::TempDir& dir) {
+  data::save_safetensors(dir.file("w.safetensors"), net.state_dict());
+  data::save_safetensors(dir.file("x.safetensors"), {{"input", x}});
+  InferConfig cfg;
+  cfg.net = n;
+  cfg.weights = dir.file("w.safetensors");
+  cfg.input = dir.file("x.safetensors");
+  cfg.output = dir.file("y.safetensors");
+  cfg.device = "cpu";
+  return cfg;
+}
+
 }  // namespace
 
 TEST_CASE("resume is exact: 2 epochs equal 1 epoch + --resume to 2, bitwise", "[trainer]") {
@@ -266,15 +280,8 @@ TEST_CASE("nd-infer gives the network's logits and names what is wrong", "[train
   net_cfg.norm = "nd";
   Generator gen(3);
   auto net = build_net(net_cfg, gen);
-  data::save_safetensors(dir.file("w.safetensors"), net->state_dict());
   Tensor x = normal_tensor({5, 1, 28, 28}, 0, 1, gen);
-  data::save_safetensors(dir.file("x.safetensors"), {{"input", x}});
-  InferConfig cfg;
-  cfg.net = net_cfg;
-  cfg.weights = dir.file("w.safetensors");
-  cfg.input = dir.file("x.safetensors");
-  cfg.output = dir.file("y.safetensors");
-  cfg.device = "cpu";
+  InferConfig cfg = infer_files(net_cfg, *net, x, dir);
   run_inference(cfg);
   net->eval();
   Tensor want = (*net)(x);
@@ -306,15 +313,8 @@ TEST_CASE("nd-infer works on every network, in eval and train mode", "[trainer][
     n.height = n.width = imagenet ? 64 : 32;
     Generator gen(5);
     auto net = build_net(n, gen);
-    data::save_safetensors(dir.file("w.safetensors"), net->state_dict());
     Tensor x = normal_tensor({2, 3, n.height, n.width}, 0, 1, gen);
-    data::save_safetensors(dir.file("x.safetensors"), {{"input", x}});
-    InferConfig cfg;
-    cfg.net = n;
-    cfg.weights = dir.file("w.safetensors");
-    cfg.input = dir.file("x.safetensors");
-    cfg.output = dir.file("y.safetensors");
-    cfg.device = "cpu";
+    InferConfig cfg = infer_files(n, *net, x, dir);
     auto fresh = build_net(n, gen);  // other initial weights: the file must replace them all
     fresh->load_state_dict(data::load_safetensors(cfg.weights));
     for (bool train_mode : {false, true}) {
