@@ -49,6 +49,12 @@ inline ConvSpec conv_spec(int64_t in, int64_t out, int64_t kernel, int64_t strid
   return s;
 }
 
+// spec with a bias in the batch-norm form too (VGG's convolutions, SENet's excitation layers).
+inline ConvSpec with_bias(ConvSpec spec) {
+  spec.bias = true;
+  return spec;
+}
+
 class LayerFactory {
  public:
   LayerFactory(const NetConfig& cfg, Generator& gen);

@@ -33,11 +33,11 @@ std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Mod
 }
 
 ConvSpec conv3x3(int64_t in, int64_t out, int64_t stride) {
-  return {.in = in, .out = out, .kernel = 3, .stride = stride, .padding = 1};
+  return conv_spec(in, out, 3, stride);
 }
 
 ConvSpec conv1x1(int64_t in, int64_t out, int64_t stride) {
-  return {.in = in, .out = out, .kernel = 1, .stride = stride};
+  return conv_spec(in, out, 1, stride);
 }
 
 // How the CIFAR and torchvision basic blocks differ in names and layout.
@@ -169,11 +169,7 @@ class CifarResNet : public Module {
 class ImagenetResNet : public Module {
  public:
   explicit ImagenetResNet(LayerFactory& f) {
-    ConvSpec stem{.in = f.config().in_channels,
-                  .out = kStageWidths[0],
-                  .kernel = 7,
-                  .stride = 2,
-                  .padding = 3};
+    ConvSpec stem = conv_spec(f.config().in_channels, kStageWidths[0], 7, 2);
     stem.deconv = frozen_stem(15);
     conv1_ = register_module("conv1", f.conv(stem));
     bn1_ = f.bn2d(kStageWidths[0]);

@@ -23,14 +23,12 @@ class SePreActBlock : public Module {
   SePreActBlock(LayerFactory& f, int64_t in, int64_t planes, int64_t stride) {
     bn1_ = f.bn2d(in);
     if (bn1_) register_module("bn1", bn1_);
-    conv1_ = register_module(
-        "conv1", f.conv({.in = in, .out = planes, .kernel = 3, .stride = stride, .padding = 1}));
+    conv1_ = register_module("conv1", f.conv(conv_spec(in, planes, 3, stride)));
     bn2_ = f.bn2d(planes);
     if (bn2_) register_module("bn2", bn2_);
-    conv2_ =
-        register_module("conv2", f.conv({.in = planes, .out = planes, .kernel = 3, .padding = 1}));
+    conv2_ = register_module("conv2", f.conv(conv_spec(planes, planes, 3)));
     if (stride != 1 || in != planes) {
-      auto conv = f.conv({.in = in, .out = planes, .kernel = 1, .stride = stride});
+      auto conv = f.conv(conv_spec(in, planes, 1, stride));
       if (f.deconv()) {
         shortcut_ = register_module("shortcut", conv);
       } else {
@@ -40,8 +38,8 @@ class SePreActBlock : public Module {
       }
     }
     const int64_t squeezed = planes / kSqueezeRatio;
-    fc1_ = register_module("fc1", f.conv({.in = planes, .out = squeezed, .bias = true}));
-    fc2_ = register_module("fc2", f.conv({.in = squeezed, .out = planes, .bias = true}));
+    fc1_ = register_module("fc1", f.conv(with_bias(conv_spec(planes, squeezed, 1))));
+    fc2_ = register_module("fc2", f.conv(with_bias(conv_spec(squeezed, planes, 1))));
   }
   Tensor forward(const Tensor& x) override {
     Tensor out = ops::relu(apply_optional(bn1_, x));
@@ -63,7 +61,7 @@ class SePreActBlock : public Module {
 class SeNet : public Module {
  public:
   explicit SeNet(LayerFactory& f) {
-    ConvSpec stem{.in = f.config().in_channels, .out = kStageWidths[0], .kernel = 3, .padding = 1};
+    ConvSpec stem = conv_spec(f.config().in_channels, kStageWidths[0], 3);
     stem.deconv = frozen_stem(15);
     conv1_ = register_module("conv1", f.conv(stem));
     bn1_ = f.bn2d(kStageWidths[0]);

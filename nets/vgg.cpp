@@ -30,7 +30,7 @@ std::shared_ptr<Sequential> make_features(LayerFactory& f, const Stages& stages)
   int64_t in = f.config().in_channels;
   for (const auto& widths : stages) {
     for (int64_t width : widths) {
-      ConvSpec spec{.in = in, .out = width, .kernel = 3, .padding = 1, .bias = true};
+      ConvSpec spec = with_bias(conv_spec(in, width, 3));
       if (features->size() == 0) spec.deconv = frozen_stem(15);
       features->push_back(f.conv(spec));
       if (auto bn = f.bn2d(width)) features->push_back(bn);
