@@ -1,6 +1,10 @@
 // The shared layer factory of the network builders (see common.h).
 #include "nets/common.h"
 
+#include <cmath>
+
+#include "engine/autograd.h"
+
 namespace nd {
 
 LayerFactory::LayerFactory(const NetConfig& cfg, Generator& gen)
@@ -48,6 +52,31 @@ std::shared_ptr<Module> LayerFactory::classifier_block(int64_t in, int64_t out, 
   s.block = block;
   s.path = cfg_.deconv_path;
   return std::make_shared<Delinear>(in, out, true, s, gen_);
+}
+
+void torchvision_init(Module& net, Generator& gen, const TorchvisionInit& how) {
+  NoGradGuard no_grad;
+  for (auto& [name, m] : net.named_modules()) {
+    auto params = m->named_parameters();
+    auto find = [&](const char* key) {
+      for (auto& [n, t] : params)
+        if (n == key) return t;
+      return Tensor();
+    };
+    Tensor w = find("weight"), b = find("bias");
+    if (auto* conv = dynamic_cast<Conv2d*>(m)) {
+      const int64_t k2 = conv->kernel() * conv->kernel();
+      const int64_t fan = how.fan_out ? conv->out_channels() * k2
+                                      : conv->in_channels() / conv->params().groups * k2;
+      w.copy_(normal_tensor(w.shape(), 0.0, std::sqrt(2.0 / double(fan)), gen, w.dtype()));
+      if (b.defined()) b.copy_(Tensor::zeros(b.shape(), b.dtype()));
+    } else if (dynamic_cast<Linear*>(m)) {
+      if (how.linear == TorchvisionInit::LinearInit::Normal)
+        w.copy_(normal_tensor(w.shape(), 0.0, 0.01, gen, w.dtype()));
+      if (how.linear != TorchvisionInit::LinearInit::Default)
+        b.copy_(Tensor::zeros(b.shape(), b.dtype()));
+    }
+  }
 }
 
 void require_norm(const NetConfig& cfg, std::initializer_list<const char*> allowed) {

@@ -86,6 +86,17 @@ inline Tensor apply_optional(const std::shared_ptr<Module>& m, const Tensor& x) 
   return m ? (*m)(x) : x;
 }
 
+// torchvision's initialisation of its ImageNet networks, for their batch-norm forms (the
+// standard torchvision networks): every Conv2d weight Kaiming-normal for ReLU (std sqrt(2 / fan),
+// fan = out*k*k with fan_out, in/groups*k*k with fan_in) and bias 0; every Linear either
+// N(0, 0.01) with bias 0 (VGG), bias 0 only (DenseNet) or left at PyTorch's default (ResNet).
+// Batch norm already starts at weight 1, bias 0.
+struct TorchvisionInit {
+  bool fan_out = true;
+  enum class LinearInit { Default, ZeroBias, Normal } linear = LinearInit::Default;
+};
+void torchvision_init(Module& net, Generator& gen, const TorchvisionInit& how);
+
 // Throws unless cfg.norm is one of `allowed`, naming the arch and the choices.
 void require_norm(const NetConfig& cfg, std::initializer_list<const char*> allowed);
 

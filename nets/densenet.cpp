@@ -161,7 +161,10 @@ std::shared_ptr<Module> build_densenet121(const NetConfig& cfg, Generator& gen) 
 std::shared_ptr<Module> build_imagenet_densenet121(const NetConfig& cfg, Generator& gen) {
   require_norm(cfg, {"bn", "nd"});
   LayerFactory f(cfg, gen);
-  return std::make_shared<ImagenetDenseNet>(f, cfg.num_classes);
+  auto net = std::make_shared<ImagenetDenseNet>(f, cfg.num_classes);
+  if (cfg.norm == "bn")
+    torchvision_init(*net, gen, {/*fan_out=*/false, TorchvisionInit::LinearInit::ZeroBias});
+  return net;
 }
 
 }  // namespace nd

@@ -227,7 +227,9 @@ std::shared_ptr<Module> build_preact18(const NetConfig& cfg, Generator& gen) {
 std::shared_ptr<Module> build_imagenet_resnet18(const NetConfig& cfg, Generator& gen) {
   require_norm(cfg, {"bn", "nd"});
   LayerFactory f(cfg, gen);
-  return std::make_shared<ImagenetResNet>(f);
+  auto net = std::make_shared<ImagenetResNet>(f);
+  if (cfg.norm == "bn") torchvision_init(*net, gen, {/*fan_out=*/true});
+  return net;
 }
 
 }  // namespace nd

@@ -84,8 +84,11 @@ std::shared_ptr<Module> build_imagenet_vgg11(const NetConfig& cfg, Generator& ge
   classifier->push_back(make_relu());
   classifier->push_back(std::make_shared<Dropout>(kDropout, f.gen()));
   classifier->push_back(f.classifier_block(kImagenetHidden, cfg.num_classes, kImagenetFcBlock));
-  return std::make_shared<Vgg>(features, std::make_shared<AdaptiveAvgPool2d>(kImagenetPool),
-                               classifier);
+  auto net = std::make_shared<Vgg>(features, std::make_shared<AdaptiveAvgPool2d>(kImagenetPool),
+                                   classifier);
+  if (cfg.norm == "bn")
+    torchvision_init(*net, gen, {/*fan_out=*/true, TorchvisionInit::LinearInit::Normal});
+  return net;
 }
 
 }  // namespace nd

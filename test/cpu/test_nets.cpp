@@ -282,3 +282,38 @@ TEST_CASE("registry: arch names, ImageNet resolution and errors", "[nets]") {
   cfg.height = cfg.width = 28;
   check_error_contains([&] { build_net(cfg, gen); }, {"resnet18", "3x32x32", "3x28x28"});
 }
+
+TEST_CASE("ImageNet batch-norm networks start from torchvision's initialisation", "[nets]") {
+  auto stats = [](const Tensor& t) {
+    const std::vector<double> v = t.to_vector<double>();
+    double mean = 0, sq = 0;
+    for (double x : v) mean += x;
+    mean /= double(v.size());
+    for (double x : v) sq += (x - mean) * (x - mean);
+    return std::make_pair(mean, std::sqrt(sq / double(v.size())));
+  };
+  auto check_std = [&](Module& net, const std::string& name, double want) {
+    INFO(name << ": standard deviation should be " << want);
+    const auto [mean, sd] = stats(net.state_dict().at(name));
+    CHECK(std::abs(mean) < 0.05 * want);
+    CHECK(std::abs(sd - want) < 0.03 * want);
+  };
+  auto check_zero = [&](Module& net, const std::string& name) {
+    INFO(name);
+    for (double x : net.state_dict().at(name).to_vector<double>()) REQUIRE(x == 0.0);
+  };
+  const NetCase resnet{"imagenet_resnet18", "imagenet_resnet18", "bn", false, "imagenet"};
+  auto r = build(resnet, 1000);
+  check_std(*r, "conv1.weight", std::sqrt(2.0 / (64 * 49)));  // Kaiming, fan_out
+  check_std(*r, "layer4.1.conv2.weight", std::sqrt(2.0 / (512 * 9)));
+  const NetCase dense{"imagenet_densenet121", "imagenet_densenet121", "bn", false, "imagenet"};
+  auto d = build(dense, 1000);
+  check_std(*d, "features.conv0.weight", std::sqrt(2.0 / (3 * 49)));  // Kaiming, fan_in
+  check_zero(*d, "classifier.bias");
+  const NetCase vgg{"imagenet_vgg11", "imagenet_vgg11", "bn", false, "imagenet"};
+  auto v = build(vgg, 1000);
+  check_std(*v, "features.4.weight", std::sqrt(2.0 / (128 * 9)));
+  check_zero(*v, "features.4.bias");
+  check_std(*v, "classifier.6.weight", 0.01);
+  check_zero(*v, "classifier.0.bias");
+}
