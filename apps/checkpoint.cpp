@@ -53,6 +53,15 @@ std::vector<EpochStats> history_from_json(const nlohmann::json& j) {
   return out;
 }
 
+// Loads tensors read from `path` into net; errors name the file and the tensor.
+void load_into(Module& net, const std::map<std::string, Tensor>& tensors, const std::string& path) {
+  try {
+    net.load_state_dict(tensors);
+  } catch (const Error& e) {
+    ND_FAIL(path, ": ", e.what());
+  }
+}
+
 }  // namespace
 
 void save_weights(const std::string& path, const Module& net, int64_t epoch) {
@@ -61,12 +70,7 @@ void save_weights(const std::string& path, const Module& net, int64_t epoch) {
 
 void load_weights(const std::string& path, Module& net) {
   ND_CHECK(std::filesystem::exists(path), "weights file ", path, " does not exist");
-  auto tensors = data::load_safetensors(path);
-  try {
-    net.load_state_dict(tensors);
-  } catch (const Error& e) {
-    ND_FAIL(path, ": ", e.what());
-  }
+  load_into(net, data::load_safetensors(path), path);
 }
 
 void save_training_checkpoint(const std::string& dir, const Module& net, const Optimizer& opt,
@@ -106,15 +110,11 @@ void load_training_checkpoint(const std::string& dir, Module& net, Optimizer& op
   auto st = data::load_safetensors(state_path, &smeta);
   ND_CHECK(require_meta(smeta, "format", state_path) == kStateFormat, state_path,
            " has an unknown format '", smeta["format"], "'");
-  const int64_t epoch = epoch_of(smeta, state_path);
-  ND_CHECK(epoch_of(wmeta, weights) == epoch, "cannot resume: ", weights, " is from epoch ",
-           epoch_of(wmeta, weights), " but ", state_path, " from epoch ", epoch,
+  const int64_t epoch = epoch_of(smeta, state_path), weights_epoch = epoch_of(wmeta, weights);
+  ND_CHECK(weights_epoch == epoch, "cannot resume: ", weights, " is from epoch ", weights_epoch,
+           " but ", state_path, " from epoch ", epoch,
            " (the run stopped between the two writes); restart the run");
-  try {
-    net.load_state_dict(wt);
-  } catch (const Error& e) {
-    ND_FAIL(weights, ": ", e.what());
-  }
+  load_into(net, wt, weights);
   const auto params = net.named_parameters();
   for (size_t i = 0; i < params.size(); ++i) {
     const std::string prefix = "optimizer." + params[i].first + ".";

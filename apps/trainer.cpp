@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "apps/datasets.h"
+#include "data/atomic_file.h"
 #include "data/loader.h"
 #include "engine/optim.h"
 #include "nets/summary.h"
@@ -35,21 +36,6 @@ std::string default_output(const TrainConfig& cfg) {
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
   return "runs/" + std::string(stamp) + "-" + cfg.arch + "-" + cfg.norm;
-}
-
-// Writes text to path atomically (temporary file + rename).
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    ND_CHECK(out, "cannot write ", tmp);
-    out << text;
-    out.flush();
-    ND_CHECK(out, "error writing ", tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  ND_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
 }
 
 std::string read_file(const std::string& path) {
@@ -182,10 +168,10 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   std::ofstream steps_csv;
   if (cfg.write_files) {
     fs::create_directories(dir);
-    write_file_atomic(dir + "/config.json", to_json(cfg));
+    data::write_file_atomic(dir + "/config.json", to_json(cfg));
     std::string summary = kSummaryHeader;
     for (const auto& s : progress.history) summary += summary_row(s);
-    write_file_atomic(dir + "/summary.csv", summary);
+    data::write_file_atomic(dir + "/summary.csv", summary);
     // steps.csv keeps the steps up to the checkpoint (a run stopped mid-epoch wrote more).
     std::string steps = "step,epoch,lr,loss\n";
     if (resuming && fs::exists(dir + "/steps.csv")) {
@@ -196,20 +182,19 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
         if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= progress.step)
           steps += line + "\n";
     }
-    write_file_atomic(dir + "/steps.csv", steps);
+    data::write_file_atomic(dir + "/steps.csv", steps);
     steps_csv.open(dir + "/steps.csv", std::ios::app);
     ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
   }
   const bool progress_line = cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO));
-  log << "nd-train: " << net_config(cfg, 0, 0, 0, 0).arch << " norm=" << cfg.norm << " on "
+  log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
       << device.str() << ", " << net->num_parameters() << " parameters"
       << (resuming ? ", resuming after epoch " + std::to_string(progress.epochs_done) : "") << "\n";
 
-  for (const auto& split : {data.train, data.test}) {
-    const std::string report = bad_image_report(*split);
+  std::string train_report = bad_image_report(*data.train);
+  for (const std::string& report : {train_report, bad_image_report(*data.test)})
     if (!report.empty()) log << report << "\n";
-  }
   data::Loader train_loader(data.train, loader_options(cfg));
   data::Loader test_loader(data.test, loader_options(cfg));
   const int64_t steps_per_epoch = (train_count + cfg.batch_size - 1) / cfg.batch_size;
@@ -306,8 +291,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
         << s.test_loss << "  top1 " << std::setprecision(2) << s.test_top1 << "%  top5 "
         << s.test_top5 << "%  " << s.seconds << " s  " << std::setprecision(0) << s.images_per_s
         << " img/s" << std::endl;
-    const std::string report = bad_image_report(*data.train);
-    if (!report.empty()) log << report << "\n";
+    const std::string report = bad_image_report(*data.train);  // new replacements this epoch
+    if (report != train_report) log << report << "\n";
+    train_report = report;
   }
   for (auto& [name, t] : net->state_dict())
     result.final_state[name] = t.detach().to(Device::cpu()).clone();

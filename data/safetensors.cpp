@@ -1,15 +1,13 @@
 // safetensors reader and writer. The writer builds the JSON header by hand (nlohmann only escapes
 // the strings) so the bytes are fixed: "__metadata__" first, then tensors sorted by name, each as
 // {"dtype","shape","data_offsets"} with no spaces, padded with spaces to an 8-byte boundary; it
-// writes to a temporary file beside the target and renames it into place. The reader parses the
+// writes through AtomicFile (temporary file, fsync, rename). The reader parses the
 // header with nlohmann (a parser callback catches duplicate keys, which nlohmann would merge),
 // checks every entry and that the tensors tile the data section with no hole or overlap, then
 // reads each tensor's bytes straight into a new CPU tensor.
 #include "data/safetensors.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -22,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "data/atomic_file.h"
 #include "kernels/common.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -89,65 +88,6 @@ std::string offsets_str(uint64_t begin, uint64_t end) {
 
 // ------------------------------------------------------------------------------------- writing
 
-// The temporary file of one save: closed and removed on scope exit unless committed.
-class TempFile {
- public:
-  explicit TempFile(std::string path) : path_(std::move(path)) {}
-  ~TempFile() {
-    if (file_) std::fclose(file_);
-    if (created_ && !committed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  // Each returns 0 or the errno of the failure.
-  int open() {
-    errno = 0;
-    file_ = std::fopen(path_.c_str(), "wb");
-    if (!file_) return errno ? errno : EIO;
-    created_ = true;
-    return 0;
-  }
-  int write(const void* data, size_t bytes) {
-    if (bytes == 0) return 0;
-    errno = 0;
-    if (std::fwrite(data, 1, bytes, file_) != bytes) return errno ? errno : EIO;
-    return 0;
-  }
-  int flush_sync_close() {
-    errno = 0;
-    if (std::fflush(file_) != 0) return errno ? errno : EIO;
-    if (::fsync(::fileno(file_)) != 0) return errno;
-    FILE* f = file_;
-    file_ = nullptr;
-    if (std::fclose(f) != 0) return errno ? errno : EIO;
-    return 0;
-  }
-  int rename_to(const std::string& target) {
-    if (std::rename(path_.c_str(), target.c_str()) != 0) return errno;
-    committed_ = true;
-    return 0;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  FILE* file_ = nullptr;
-  bool created_ = false, committed_ = false;
-};
-
-// Best effort: makes the rename itself durable. Failure here loses nothing already written.
-void sync_parent_directory(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 std::string json_string(const std::string& s, const std::string& path, const char* what) {
   try {
     return json(s).dump();
@@ -195,7 +135,7 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');
 
-  TempFile tmp(path + ".tmp." + std::to_string(::getpid()));
+  AtomicFile tmp(path);
   auto fail = [&](const char* step, int err) {
     ND_FAIL("cannot write safetensors file '", path, "': ", step, " the temporary file '",
             tmp.path(), "' failed: ", std::strerror(err));
@@ -217,8 +157,7 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     if (int err = tmp.write(host.raw_data(), bytes)) fail("writing", err);
   }
   if (int err = tmp.flush_sync_close()) fail("flushing", err);
-  if (int err = tmp.rename_to(path)) fail("renaming", err);
-  sync_parent_directory(path);
+  if (int err = tmp.commit()) fail("renaming", err);
 }
 
 // ------------------------------------------------------------------------------------- reading
