@@ -129,6 +129,12 @@ AllocatorStats allocator_stats(Device d) {
   return p.stats;
 }
 
+void reset_peak_bytes(Device d) {
+  Pool& p = pool(d);
+  std::lock_guard<std::mutex> lock(p.mutex);
+  p.stats.peak_bytes_in_use = p.stats.bytes_in_use;
+}
+
 void empty_cache(Device d) {
 #ifdef ND_WITH_CUDA
   if (d.is_cuda()) {

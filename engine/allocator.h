@@ -24,6 +24,8 @@ struct AllocatorStats {
 void* allocate(Device d, size_t bytes);
 void deallocate(Device d, void* p, size_t bytes);
 AllocatorStats allocator_stats(Device d);
+// Starts a new high-water mark: peak_bytes_in_use = bytes_in_use.
+void reset_peak_bytes(Device d);
 // Returns cached, unused CUDA blocks to the driver.
 void empty_cache(Device d);
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <initializer_list>
 
+#include "engine/profile.h"
 #include "engine/tensor.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
@@ -13,6 +14,7 @@ namespace nd::detail {
 // cpu(tag) is called with a float or double tag value; cuda(stream) with the device's stream.
 template <typename CpuFn, typename CudaFn>
 void dispatch(const char* op, const Tensor& t, CpuFn&& cpu, CudaFn&& cuda) {
+  profile::OpScope scope(op, t.device());
   if (t.device().is_cuda()) {
 #ifdef ND_WITH_CUDA
     ND_CHECK(t.dtype() == DType::F32, op, " on CUDA supports float32 only, got ",

@@ -102,10 +102,10 @@ void* cuda_malloc(size_t bytes) {
   int device = -1;
   (void)cudaGetDevice(&device);
   constexpr size_t kMiB = size_t(1) << 20;  // whole MiB: no exponent notation in the message
-  throw OutOfMemoryError(nd::detail::concat(
-      "CUDA out of memory on device ", device, ": tried to allocate ", bytes, " bytes (",
-      bytes / kMiB, " MiB) with ", free_bytes / kMiB, " MiB free of ", total_bytes / kMiB,
-      " MiB; reduce --batch-size"));
+  throw OutOfMemoryError(nd::detail::concat("CUDA out of memory on device ", device,
+                                            ": tried to allocate ", bytes, " bytes (", bytes / kMiB,
+                                            " MiB) with ", free_bytes / kMiB, " MiB free of ",
+                                            total_bytes / kMiB, " MiB; reduce --batch-size"));
 }
 
 void cuda_free(void* p) {
@@ -159,16 +159,59 @@ size_t cuda_free_memory(int device) {
   return free_bytes;
 }
 
+cudaEvent_t cuda_event_create() {
+  cudaEvent_t e = nullptr;
+  ND_CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+
+void cuda_event_destroy(cudaEvent_t e) {
+  if (e == nullptr) return;
+  const cudaError_t err = cudaEventDestroy(e);
+  if (err == cudaErrorCudartUnloading || err == cudaErrorContextIsDestroyed) {
+    (void)cudaGetLastError();
+    return;
+  }
+  ND_CUDA_CHECK(err);
+}
+
+void cuda_event_record(cudaEvent_t e, cudaStream_t s) {
+  ND_CUDA_CHECK(cudaEventRecord(e, s));
+}
+
+void cuda_event_synchronize(cudaEvent_t e) {
+  ND_CUDA_CHECK(cudaEventSynchronize(e));
+}
+
+bool cuda_event_done(cudaEvent_t e) {
+  const cudaError_t err = cudaEventQuery(e);
+  if (err == cudaErrorNotReady) return false;  // a status, not an error: nothing to clear
+  ND_CUDA_CHECK(err);
+  return true;
+}
+
+void cuda_stream_wait_event(cudaStream_t s, cudaEvent_t e) {
+  ND_CUDA_CHECK(cudaStreamWaitEvent(s, e, 0));
+}
+
+float cuda_event_elapsed_ms(cudaEvent_t start, cudaEvent_t stop) {
+  float ms = 0;
+  ND_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  return ms;
+}
+
 cublasHandle_t cublas_handle(cudaStream_t s) {
   static PerDevice<cublasHandle_t> handles;
   cublasHandle_t h = handles.get(current_device(), [] {
     cublasHandle_t created = nullptr;
     ND_CUBLAS_CHECK(cublasCreate(&created));
-    // CUBLAS_DEFAULT_MATH keeps FP32 GEMMs in full FP32 (no TF32 tensor cores), so GPU results
-    // track the CPU reference; set explicitly rather than relying on the library default.
-    ND_CUBLAS_CHECK(cublasSetMathMode(created, CUBLAS_DEFAULT_MATH));
     return created;
   });
+  // CUBLAS_DEFAULT_MATH keeps FP32 GEMMs in full FP32 (no TF32 tensor cores), so GPU results
+  // track the CPU reference; TF32 only when the math mode asks (--tf32). Set on every use so a
+  // change of mode takes effect at once.
+  ND_CUBLAS_CHECK(cublasSetMathMode(
+      h, gpu_math_mode().tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   ND_CUBLAS_CHECK(cublasSetStream(h, s));
   return h;
 }

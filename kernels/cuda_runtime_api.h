@@ -23,4 +23,14 @@ void cuda_synchronize(cudaStream_t s);
 cudaStream_t cuda_stream(int device);
 size_t cuda_free_memory(int device);
 
+// Events (with timing) on the current device: recorded on a stream, waited on by another stream
+// or the host, and timed against each other.
+cudaEvent_t cuda_event_create();
+void cuda_event_destroy(cudaEvent_t e);
+void cuda_event_record(cudaEvent_t e, cudaStream_t s);
+void cuda_event_synchronize(cudaEvent_t e);
+bool cuda_event_done(cudaEvent_t e);  // true once all work before its record has finished
+void cuda_stream_wait_event(cudaStream_t s, cudaEvent_t e);
+float cuda_event_elapsed_ms(cudaEvent_t start, cudaEvent_t stop);
+
 }  // namespace nd::kernels
