@@ -2,6 +2,8 @@
 // engine stream per device) and the per-device cuBLAS/cuDNN/cuSOLVER handles of cuda_check.h.
 // Streams and handles are created lazily under a mutex and kept for the life of the process:
 // destroying them from static destructors could run after the CUDA runtime has shut down.
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -119,6 +121,26 @@ void cuda_free(void* p) {
   ND_CUDA_CHECK(e);
 }
 
+void* cuda_host_alloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocDefault);
+  if (e == cudaSuccess) return p;
+  (void)cudaGetLastError();
+  if (e != cudaErrorMemoryAllocation)
+    detail::throw_cuda_error(e, "cudaHostAlloc(&p, bytes, cudaHostAllocDefault)", __FILE__,
+                             __LINE__);
+  throw OutOfMemoryError(nd::detail::concat("out of pinned host memory allocating ", bytes,
+                                            " bytes; reduce --batch-size or --workers"));
+}
+
+namespace {
+std::atomic<int64_t> g_host_syncs{0};
+}  // namespace
+
+int64_t cuda_host_syncs() {
+  return g_host_syncs.load();
+}
+
 void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   if (bytes == 0) return;
   ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
@@ -127,6 +149,7 @@ void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
 void cuda_memcpy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   if (bytes == 0) return;
   ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+  ++g_host_syncs;
   ND_CUDA_CHECK(cudaStreamSynchronize(s));  // the caller reads dst right away
 }
 
@@ -135,20 +158,37 @@ void cuda_memcpy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
 }
 
+void cuda_memcpy_peer(void* dst, int dst_device, const void* src, int src_device, size_t bytes,
+                      cudaStream_t s) {
+  if (bytes == 0) return;
+  ND_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, bytes, s));
+}
+
 void cuda_synchronize(cudaStream_t s) {
+  ++g_host_syncs;
   ND_CUDA_CHECK(cudaStreamSynchronize(s));
 }
+
+namespace {
+// Non-blocking: does not serialise with the legacy default stream used by other libraries.
+cudaStream_t create_stream(int device) {
+  DeviceGuard guard(device);
+  cudaStream_t s = nullptr;
+  ND_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+}  // namespace
 
 cudaStream_t cuda_stream(int device) {
   static PerDevice<cudaStream_t> streams;
   check_device_index(device);
-  return streams.get(device, [device] {
-    DeviceGuard guard(device);
-    cudaStream_t s = nullptr;
-    // Non-blocking: does not serialise with the legacy default stream used by other libraries.
-    ND_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    return s;
-  });
+  return streams.get(device, [device] { return create_stream(device); });
+}
+
+cudaStream_t cuda_copy_stream(int device) {
+  static PerDevice<cudaStream_t> streams;
+  check_device_index(device);
+  return streams.get(device, [device] { return create_stream(device); });
 }
 
 size_t cuda_free_memory(int device) {
