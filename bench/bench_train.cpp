@@ -310,6 +310,8 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 int bench_main(int argc, char** argv) {
+  // Line-buffered even into a file, so a run cut by a timeout keeps every finished row.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Options o;
   std::string nets = "", norms = "bn,nd";
   CLI::App app{
