@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <iomanip>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -148,6 +149,22 @@ inline void require_equal(const nd::Tensor& got, const nd::Tensor& want, const s
 
 inline bool check_equal(const nd::Tensor& got, const nd::Tensor& want, const std::string& what) {
   return check_close(got, want, 0.0, 0.0, what);
+}
+
+// For every name of `want` (parameter gradients, buffers: `kind` says which): checks that `got`
+// has it and calls check(got tensor, want tensor, "<kind> <name>"), all non-fatal; and that
+// `got` has no names `want` lacks.
+template <typename Check>
+void check_each_named(const std::map<std::string, nd::Tensor>& got,
+                      const std::map<std::string, nd::Tensor>& want, const std::string& kind,
+                      Check check) {
+  CHECK(got.size() == want.size());
+  for (const auto& [name, w] : want) {
+    INFO(kind << " " << name);
+    const auto it = got.find(name);
+    CHECK(it != got.end());
+    if (it != got.end()) check(it->second, w, kind + " " + name);
+  }
 }
 
 // For kernel tests on raw host arrays: whether every element satisfies

@@ -52,26 +52,13 @@ constexpr double kLayerAtolScale = 1e-4;
 
 // Non-fatal: every mismatching tensor of the pass is reported.
 void check_same(const Pass& gpu, const Pass& cpu, const std::string& what) {
-  auto close = [&](const Tensor& g, const Tensor& c, const std::string& name) {
-    test::check_close(g, c, kLayerRtol, kLayerAtolScale * std::max(1.0, test::max_abs(c)),
-                      what + ": " + name);
+  auto close = [](const Tensor& g, const Tensor& c, const std::string& name) {
+    test::check_close(g, c, kLayerRtol, kLayerAtolScale * std::max(1.0, test::max_abs(c)), name);
   };
-  close(gpu.y, cpu.y, "output");
-  close(gpu.dx, cpu.dx, "input gradient");
-  CHECK(gpu.grads.size() == cpu.grads.size());
-  for (auto& [name, g] : cpu.grads) {
-    INFO(what << ": parameter " << name);
-    const auto it = gpu.grads.find(name);
-    CHECK(it != gpu.grads.end());
-    if (it != gpu.grads.end()) close(it->second, g, "grad of " + name);
-  }
-  CHECK(gpu.buffers.size() == cpu.buffers.size());
-  for (auto& [name, b] : cpu.buffers) {
-    INFO(what << ": buffer " << name);
-    const auto it = gpu.buffers.find(name);
-    CHECK(it != gpu.buffers.end());
-    if (it != gpu.buffers.end()) close(it->second, b, "buffer " + name);
-  }
+  close(gpu.y, cpu.y, what + ": output");
+  close(gpu.dx, cpu.dx, what + ": input gradient");
+  test::check_each_named(gpu.grads, cpu.grads, what + ": grad of", close);
+  test::check_each_named(gpu.buffers, cpu.buffers, what + ": buffer", close);
 }
 
 struct ConvCase {

@@ -121,20 +121,8 @@ void compare_network(const std::string& arch, const std::string& norm) {
   const Pass a = run(*gpu, x, y, kCuda), b = run(*cpu, x, y, Device::cpu());
   check_net_close(a.logits, b.logits, name + " logits");
   check_net_close(a.loss, b.loss, name + " loss");
-  CHECK(a.grads.size() == b.grads.size());
-  for (auto& [p, g] : b.grads) {
-    INFO(name << " parameter " << p);
-    const auto it = a.grads.find(p);
-    CHECK(it != a.grads.end());
-    if (it != a.grads.end()) check_net_close(it->second, g, name + " grad of " + p);
-  }
-  CHECK(a.buffers.size() == b.buffers.size());
-  for (auto& [p, v] : b.buffers) {
-    INFO(name << " buffer " << p);
-    const auto it = a.buffers.find(p);
-    CHECK(it != a.buffers.end());
-    if (it != a.buffers.end()) check_net_close(it->second, v, name + " buffer " + p);
-  }
+  test::check_each_named(a.grads, b.grads, name + " grad of", check_net_close);
+  test::check_each_named(a.buffers, b.buffers, name + " buffer", check_net_close);
   cpu->eval();
   gpu->eval();
   NoGradGuard no_grad;

@@ -120,6 +120,20 @@ std::vector<size_t> copy_sizes() {
   return sizes;
 }
 
+// Runs f(values, gen) for every size of copy_sizes() and every element type, each in its own
+// SECTION, with values = sample_values<T>(n, gen) and gen seeded from `seed` and n.
+template <typename F>
+void for_every_size_and_dtype(uint64_t seed, F f) {
+  for (size_t n : copy_sizes()) {
+    for_every_dtype("n=" + std::to_string(n) + " ", [&](auto zero) {
+      using T = decltype(zero);
+      Generator gen(seed + n);
+      const std::vector<T> values = sample_values<T>(n, gen);
+      f(values, gen);
+    });
+  }
+}
+
 // Queues tens of milliseconds of work on `d`'s compute stream (on an H200: 40 products of
 // 4096 x 4096 float matrices, ~2 ms each) and returns without waiting, so a transfer queued now
 // runs well after the host has gone on. Small sizes under ND_TEST_SMALL=1.
@@ -132,22 +146,17 @@ void keep_device_busy(Device d) {
 }  // namespace
 
 TEST_CASE("cuda values survive cpu -> cuda -> cpu exactly", "[cuda][copy][transfer][memcheck]") {
-  const std::vector<size_t> sizes = copy_sizes();
-  for (size_t n : sizes) {
-    for_every_dtype("n=" + std::to_string(n) + " ", [n](auto zero) {
-      using T = decltype(zero);
-      Generator gen(11 + n);
-      const std::vector<T> values = sample_values<T>(n, gen);
-      const Tensor host = Tensor::from_vector(values, {int64_t(n)});
-      const Tensor dev = host.to(kCuda);
-      REQUIRE(dev.device() == kCuda);
-      REQUIRE(dev.dtype() == host.dtype());
-      const Tensor back = dev.to(Device::cpu());
-      REQUIRE(back.device().is_cpu());
-      check_same_bits(back, values, "round trip");
-      check_same_bits(dev.clone(), values, "a copy made on the device");
-    });
-  }
+  for_every_size_and_dtype(11, [](const auto& values, Generator&) {
+    const size_t n = values.size();
+    const Tensor host = Tensor::from_vector(values, {int64_t(n)});
+    const Tensor dev = host.to(kCuda);
+    REQUIRE(dev.device() == kCuda);
+    REQUIRE(dev.dtype() == host.dtype());
+    const Tensor back = dev.to(Device::cpu());
+    REQUIRE(back.device().is_cpu());
+    check_same_bits(back, values, "round trip");
+    check_same_bits(dev.clone(), values, "a copy made on the device");
+  });
   SECTION("a transposed view goes to the device as its logical (row-major) values") {
     Generator gen(12);
     const Tensor host = nd::uniform_tensor({31, 33}, -1.0, 1.0, gen).transpose(0, 1);
@@ -158,51 +167,44 @@ TEST_CASE("cuda values survive cpu -> cuda -> cpu exactly", "[cuda][copy][transf
 
 TEST_CASE("cuda a copy from pageable memory keeps the values sent after the host buffer is gone",
           "[cuda][copy][transfer][memcheck]") {
-  const std::vector<size_t> sizes = copy_sizes();
-  for (size_t n : sizes) {
-    for_every_dtype("n=" + std::to_string(n) + " ", [n](auto zero) {
-      using T = decltype(zero);
-      Generator gen(21 + n);
-      const std::vector<T> first = sample_values<T>(n, gen), second = sample_values<T>(n, gen);
-      keep_device_busy(kCuda);
-      // Two copies of the same size back to back while the device is busy: each is staged in its
-      // own pinned block (the first's block may not be reused while its copy is queued).
-      Tensor host_a = Tensor::from_vector(first, {int64_t(n)});
-      Tensor host_b = Tensor::from_vector(second, {int64_t(n)});
-      REQUIRE_FALSE(host_a.is_pinned());
-      const Tensor dev_a = host_a.to(kCuda);
-      const Tensor dev_b = host_b.to(kCuda);
-      // Overwrite and free the pageable sources at once.
-      std::memset(host_a.raw_data(), 0xA5, n * sizeof(T));
-      std::memset(host_b.raw_data(), 0x5A, n * sizeof(T));
-      host_a = Tensor();
-      host_b = Tensor();
-      check_same_bits(dev_a, first, "first pageable copy");
-      check_same_bits(dev_b, second, "second pageable copy");
-    });
-  }
+  for_every_size_and_dtype(21, [](const auto& values, Generator& gen) {
+    using T = typename std::decay_t<decltype(values)>::value_type;
+    const size_t n = values.size();
+    const std::vector<T>& first = values;
+    const std::vector<T> second = sample_values<T>(n, gen);
+    keep_device_busy(kCuda);
+    // Two copies of the same size back to back while the device is busy: each is staged in its
+    // own pinned block (the first's block may not be reused while its copy is queued).
+    Tensor host_a = Tensor::from_vector(first, {int64_t(n)});
+    Tensor host_b = Tensor::from_vector(second, {int64_t(n)});
+    REQUIRE_FALSE(host_a.is_pinned());
+    const Tensor dev_a = host_a.to(kCuda);
+    const Tensor dev_b = host_b.to(kCuda);
+    // Overwrite and free the pageable sources at once.
+    std::memset(host_a.raw_data(), 0xA5, n * sizeof(T));
+    std::memset(host_b.raw_data(), 0x5A, n * sizeof(T));
+    host_a = Tensor();
+    host_b = Tensor();
+    check_same_bits(dev_a, first, "first pageable copy");
+    check_same_bits(dev_b, second, "second pageable copy");
+  });
 }
 
 TEST_CASE("cuda a copy from pinned memory keeps the values sent",
           "[cuda][copy][transfer][memcheck]") {
-  const std::vector<size_t> sizes = copy_sizes();
-  for (size_t n : sizes) {
-    for_every_dtype("n=" + std::to_string(n) + " ", [n](auto zero) {
-      using T = decltype(zero);
-      Generator gen(31 + n);
-      const std::vector<T> values = sample_values<T>(n, gen);
-      const Tensor host = Tensor::from_vector(values, {int64_t(n)});
-      const Tensor pinned = host.pin_memory();
-      REQUIRE(pinned.is_pinned());
-      REQUIRE_FALSE(host.is_pinned());
-      REQUIRE(pinned.dtype() == host.dtype());
-      check_same_bits(pinned, values, "pin_memory's host copy");
-      keep_device_busy(kCuda);
-      const Tensor dev = pinned.to(kCuda);
-      REQUIRE(dev.device() == kCuda);
-      check_same_bits(dev, values, "pinned copy");
-    });
-  }
+  for_every_size_and_dtype(31, [](const auto& values, Generator&) {
+    const size_t n = values.size();
+    const Tensor host = Tensor::from_vector(values, {int64_t(n)});
+    const Tensor pinned = host.pin_memory();
+    REQUIRE(pinned.is_pinned());
+    REQUIRE_FALSE(host.is_pinned());
+    REQUIRE(pinned.dtype() == host.dtype());
+    check_same_bits(pinned, values, "pin_memory's host copy");
+    keep_device_busy(kCuda);
+    const Tensor dev = pinned.to(kCuda);
+    REQUIRE(dev.device() == kCuda);
+    check_same_bits(dev, values, "pinned copy");
+  });
   SECTION("pin_memory of a device tensor is refused with a clear message") {
     const Tensor dev = Tensor::zeros({4}, DType::F32, kCuda);
     nd::test::check_error_contains([&] { dev.pin_memory(); }, {"pin_memory", "not the host"});
@@ -262,23 +264,19 @@ TEST_CASE("cuda copies between two GPUs keep their values while the source block
   if (nd::cuda_device_count() < 2)
     ND_SKIP_TEST("needs 2 CUDA devices, this machine has " << nd::cuda_device_count());
   const Device other = Device::cuda(1);
-  const std::vector<size_t> sizes = copy_sizes();
-  for (size_t n : sizes) {
-    for_every_dtype("n=" + std::to_string(n) + " ", [n, other](auto zero) {
-      using T = decltype(zero);
-      Generator gen(51 + n);
-      const std::vector<T> values = sample_values<T>(n, gen);
-      keep_device_busy(kCuda);
-      Tensor src = Tensor::from_vector(values, {int64_t(n)}).to(kCuda);
-      const Tensor dst = src.to(other);
-      REQUIRE(dst.device() == other);
-      // Recycle the source block at once: the next tensor of its size on cuda:0 reuses it, and
-      // its fill must not reach the copy.
-      src = Tensor();
-      Tensor scribble = Tensor::full({int64_t(n)}, 3.0, nd::dtype_of<T>(), kCuda);
-      check_same_bits(dst, values, "cuda:0 -> cuda:1");
-      check_same_bits(dst.to(kCuda), values, "cuda:1 -> cuda:0");
-      check_same_bits(scribble, std::vector<T>(n, T(3)), "the recycled block's new contents");
-    });
-  }
+  for_every_size_and_dtype(51, [other](const auto& values, Generator&) {
+    using T = typename std::decay_t<decltype(values)>::value_type;
+    const size_t n = values.size();
+    keep_device_busy(kCuda);
+    Tensor src = Tensor::from_vector(values, {int64_t(n)}).to(kCuda);
+    const Tensor dst = src.to(other);
+    REQUIRE(dst.device() == other);
+    // Recycle the source block at once: the next tensor of its size on cuda:0 reuses it, and
+    // its fill must not reach the copy.
+    src = Tensor();
+    Tensor scribble = Tensor::full({int64_t(n)}, 3.0, nd::dtype_of<T>(), kCuda);
+    check_same_bits(dst, values, "cuda:0 -> cuda:1");
+    check_same_bits(dst.to(kCuda), values, "cuda:1 -> cuda:0");
+    check_same_bits(scribble, std::vector<T>(n, T(3)), "the recycled block's new contents");
+  });
 }
