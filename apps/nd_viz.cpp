@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (no_plot) return 0;
+  std::cout << std::flush;  // our lines before the plotter's
   const std::string command = "bash " + shell_quote(ND_SCRIPTS_DIR "/matplotlib.sh") + " " +
                               shell_quote(plot_script) + " " + shell_quote(cfg.output);
   if (std::system(command.c_str()) != 0) {
