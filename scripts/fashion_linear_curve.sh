@@ -15,17 +15,18 @@ out=${OUT:-runs/fashion-linear}
 for norm in none nd; do
   run_cell "$out/$norm" 1 --dataset fashion-mnist --arch linear --norm "$norm" --loss L2 "$@"
 done
-[ "$cells_failed" -eq 0 ] || { echo "fashion_linear_curve.sh: $cells_failed run(s) failed" >&2; exit 1; }
+cells_failed_exit fashion_linear_curve.sh
 {
   echo "| step | plain L2 loss | deconvolution L2 loss |"
   echo "|---|---|---|"
   paste -d, "$out/none/steps.csv" "$out/nd/steps.csv" | tail -n +2 |
-    awk -F, -v e="$every" '($1 == 1 || $1 % e == 0) {printf "| %d | %.4f | %.4f |\n", $1, $4, $8}'
+    awk -F, -v e="$every" 'function f(x) { return sprintf(x < 1000 ? "%.4f" : "%.3e", x) }
+      ($1 == 1 || $1 % e == 0) {printf "| %d | %s | %s |\n", $1, f($4), f($8)}'
 } | tee "$out/fashion_linear.md"
 {
   echo "step,plain_l2_loss,nd_l2_loss"
   paste -d, "$out/none/steps.csv" "$out/nd/steps.csv" | tail -n +2 | awk -F, '{print $1 "," $4 "," $8}'
 } >"$out/fashion_linear.csv"
 bash scripts/matplotlib.sh scripts/plot_curves.py --run plain="$out/none" --run ND="$out/nd" \
-  --output "$out/fashion_linear.png" --panels loss --smooth 1 \
-  --title "Fashion-MNIST linear model 784->10, L2 loss, one epoch" >&2
+  --output "$out/fashion_linear.png" --panels loss --smooth 1 --log-loss \
+  --title "Fashion-MNIST linear model 784->10, L2 loss, one epoch${*:+ ($*)}" >&2

@@ -15,7 +15,7 @@ out=${OUT:-runs/fashion-mlp}
 for norm in none bn nd; do
   run_cell "$out/$norm" "$epochs" --dataset fashion-mnist --arch mlp --norm "$norm" "$@"
 done
-[ "$cells_failed" -eq 0 ] || { echo "fashion_mlp.sh: $cells_failed run(s) failed" >&2; exit 1; }
+cells_failed_exit fashion_mlp.sh
 {
   echo "| epoch | plain loss | plain test % | BN loss | BN test % | ND loss | ND test % |"
   echo "|---|---|---|---|---|---|---|"

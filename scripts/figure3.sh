@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --device) CELL_DEVICE=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    -h|--help) print_usage "$0"; exit 0 ;;
     *) echo "figure3.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,7 +64,7 @@ for norm in bn nd; do
     --norm "$norm" --seed 0 --batch-size 128 --wd 1e-3 --lr 0.1 --momentum 0.9 \
     --lr-scheduler cosine "${extra[@]}"
 done
-[ "$cells_failed" -eq 0 ] || { echo "figure3.sh: $cells_failed run(s) failed" >&2; exit 1; }
+cells_failed_exit figure3.sh
 images=""
 [ -n "$train_limit" ] && images=", first $train_limit training images"
 bash scripts/matplotlib.sh scripts/plot_curves.py \

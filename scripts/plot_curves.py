@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def read_csv(path):
@@ -52,6 +53,7 @@ def main():
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     axes = dict(zip(panels, axes[0]))
     rows = [["label", "curve", "epoch", "value"]]
+    window = 1
     for spec in a.run:
         if "=" not in spec:
             sys.exit(f"plot_curves: --run {spec}: expected LABEL=DIR")
@@ -79,13 +81,14 @@ def main():
         ax.set_ylabel("training loss" + (" (log)" if a.log_loss else ""))
         if a.log_loss:
             ax.set_yscale("log")
-        ax.set_title("training loss" + (" (every step)" if a.smooth == 1 else
-                                        " (moving average)"))
+        ax.set_title("training loss" + (" (every step)" if window == 1 else
+                                        f" (moving average of {window} steps)"))
         ax.legend()
     if "accuracy" in axes:
         ax = axes["accuracy"]
         ax.set_xlabel("epoch")
         ax.set_ylabel("test top-1 (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("test accuracy")
         ax.legend()
     if a.title:

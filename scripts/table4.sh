@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     --device) CELL_DEVICE=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --table-only) table_only=1; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    -h|--help) print_usage "$0"; exit 0 ;;
     *) echo "table4.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,4 +54,4 @@ if [ "$table_only" -eq 0 ]; then
 fi
 python3 scripts/tables.py table4 --runs "$runs" --arch "$arch" --dataset "$dataset" \
   --note "$note" --out "$out"
-[ "$cells_failed" -eq 0 ] || { echo "table4.sh: $cells_failed cell(s) failed (FAILED in their run directories)" >&2; exit 1; }
+cells_failed_exit table4.sh

@@ -125,6 +125,12 @@ def ours_text(cell, key="top1"):
     return text
 
 
+def bold(cell, key="top1"):
+    """Our number in bold; a cell without one as it is."""
+    text = ours_text(cell, key)
+    return f"**{text}**" if cell[key] is not None else text
+
+
 def diff(ours, published):
     return None if ours is None or published is None else ours - published
 
@@ -184,8 +190,7 @@ def table1(a):
                     p = published_value(paper.get(arch), pkey)
                     r = published_value(report.get(arch), pkey)
                     dp, dr = diff(cell["top1"], p), diff(cell["top1"], r)
-                    ours = ours_text(cell)
-                    text = (f"**{ours}**" if cell["top1"] is not None else ours) + f" / {num(p)} / {num(r)}"
+                    text = f"{bold(cell)} / {num(p)} / {num(r)}"
                     if dp is not None or dr is not None:
                         text += f" ({signed(dp)}, {signed(dr)})"
                     cells.append(text)
@@ -229,7 +234,7 @@ def table3(a):
         p1, p5 = published_value(p, "top1"), published_value(p, "top5")
         r1, r5 = published_value(r, "top1"), published_value(r, "top5")
         dp, dr = diff(cell["top1"], p1), diff(cell["top1"], r1)
-        md.append(f"| {name} | **{ours_text(cell)}** | **{ours_text(cell, 'top5')}** | {num(p1)} | "
+        md.append(f"| {name} | {bold(cell)} | {bold(cell, 'top5')} | {num(p1)} | "
                   f"{num(p5)} | {num(r1)} | {num(r5)} | {signed(dp)} | {signed(dr)} | "
                   f"{num(cell['seconds'], 0)} |")
         rows.append([name, arch, norm, a.epochs, cell["status"], cell["seeds"],
@@ -253,7 +258,7 @@ def table4(a):
         cell = collect([os.path.join(a.runs, f"b{p['batch_size']}")], int(p["epochs"]))
         ours, rep = cell["top1"], float(p["accuracy"])
         md.append(f"| {p['batch_size']} | {p['lr']} | {p['eps']} | {p['epochs']} | "
-                  f"**{ours_text(cell)}** | {num(rep)} | {signed(diff(ours, rep))} | "
+                  f"{bold(cell)} | {num(rep)} | {signed(diff(ours, rep))} | "
                   f"{num(cell['seconds'], 0)} |")
         rows.append([p["batch_size"], p["lr"], p["eps"], p["epochs"], cell["status"],
                      csv_number(ours), rep, csv_number(diff(ours, rep)),

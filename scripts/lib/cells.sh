@@ -1,8 +1,9 @@
 # Shared by the table scripts (source it): one table cell is one nd-train run in its own
 # directory. A finished cell (its summary.csv reaches the cell's epoch count) is not run again; a
-# killed one continues with nd-train --resume from its last epoch; a cell that stops with an
-# error (a diverging loss, say) leaves FAILED (nd-train's message) in its directory, the script
-# goes on, and later runs skip it until FAILED is deleted.
+# killed one (the script stops when a run is killed) continues with nd-train --resume from its
+# last checkpoint; a cell that stops with an error (a diverging loss, say) leaves FAILED
+# (nd-train's message) in its directory, the script goes on, and later runs skip the cell until
+# FAILED is deleted.
 #   ND_TRAIN     nd-train binary (default build/bin/nd-train, built when missing)
 #   CELL_DEVICE  --device for new and resumed runs (default auto)
 #   CELL_NICE    niceness of the runs (default 10: the machine is shared)
@@ -49,6 +50,12 @@ run_cell() {
     nice -n "$CELL_NICE" "$ND_TRAIN" "$@" --epochs "$epochs" --device "$CELL_DEVICE" \
       --output "$dir" >&2 2>"$dir.err" || status=$?
   fi
+  if [ "$status" -gt 128 ]; then  # killed by a signal: not the run's fault; resume it later
+    cat "$dir.err" >&2
+    rm -f "$dir.err"
+    echo "== $dir: killed (status $status); run the script again to resume it" >&2
+    exit "$status"
+  fi
   if [ "$status" -ne 0 ]; then
     mkdir -p "$dir"
     cat "$dir.err" >&2
@@ -62,4 +69,16 @@ run_cell() {
 # Comma list -> space list.
 words() {
   echo "${1//,/ }"
+}
+
+# Exits 1 naming the failed cells, if any: cells_failed_exit SCRIPT_NAME
+cells_failed_exit() {
+  [ "$cells_failed" -eq 0 ] && return 0
+  echo "$1: $cells_failed cell(s) failed (FAILED in their run directories)" >&2
+  exit 1
+}
+
+# The comment block at the top of a script (its usage): print_usage "$0"
+print_usage() {
+  sed -n '2,/^set -euo/p' "$1" | sed '$d'
 }
