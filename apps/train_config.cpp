@@ -71,6 +71,29 @@ DatasetShape dataset_shape(const std::string& dataset) {
   ND_FAIL("--dataset '", dataset, "' is not one of cifar10|cifar100|fashion-mnist|mnist|imagenet");
 }
 
+namespace {
+bool is_grey(const std::string& d) {
+  return d == "fashion-mnist" || d == "mnist";
+}
+std::string arch_input(const TrainConfig& cfg) {
+  const std::string arch = resolve_arch(cfg.arch, cfg.dataset);
+  for (const auto& info : arch_table())
+    if (info.name == arch) return info.input;
+  return "";
+}
+}  // namespace
+
+bool grey_in_cifar_layout(const TrainConfig& cfg) {
+  return is_grey(cfg.dataset) && arch_input(cfg) == "cifar";
+}
+
+DatasetShape network_input_shape(const TrainConfig& cfg) {
+  DatasetShape d = dataset_shape(cfg.dataset);
+  if (cfg.dataset == "imagenet") d.height = d.width = cfg.image_size;
+  if (grey_in_cifar_layout(cfg)) d.channels = 3, d.height = d.width = 32;
+  return d;
+}
+
 void apply_recipe_defaults(TrainConfig& cfg, const std::vector<std::string>& given) {
   auto unset = [&](const char* key) {
     for (const auto& g : given)
@@ -100,7 +123,8 @@ void validate(const TrainConfig& cfg) {
   for (const auto& info : arch_table()) {
     if (info.name != arch) continue;
     known = true;
-    const bool fits = info.input == "fashion" || (info.input == "cifar" && is_cifar(cfg.dataset)) ||
+    const bool fits = info.input == "fashion" ||
+                      (info.input == "cifar" && (is_cifar(cfg.dataset) || is_grey(cfg.dataset))) ||
                       (info.input == "imagenet" && cfg.dataset == "imagenet");
     ND_CHECK(fits, "--arch ", cfg.arch, " is a network for ", info.input,
              " images and cannot train on --dataset ", cfg.dataset);

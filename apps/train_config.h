@@ -62,6 +62,12 @@ struct DatasetShape {
   int64_t channels, height, width, classes;
 };
 DatasetShape dataset_shape(const std::string& dataset);
+// Whether a CIFAR network trains on Fashion-MNIST/MNIST: the 28x28 grey images then come in the
+// CIFAR layout (zero-padded to 32x32, the grey channel repeated into three), so the network and
+// its reference-name checkpoints are the CIFAR ones unchanged.
+bool grey_in_cifar_layout(const TrainConfig& cfg);
+// The input (C, H, W) and class count the network of cfg sees (the above and --image-size).
+DatasetShape network_input_shape(const TrainConfig& cfg);
 
 std::string to_json(const TrainConfig& cfg);
 // Fields missing from the JSON keep their defaults; unknown fields are rejected.

@@ -320,8 +320,7 @@ EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, 
 
 void print_model_summary(const TrainConfig& cfg, std::ostream& out) {
   validate(cfg);
-  DatasetShape d = dataset_shape(cfg.dataset);
-  if (cfg.dataset == "imagenet") d.height = d.width = cfg.image_size;
+  const DatasetShape d = network_input_shape(cfg);
   const NetConfig n = net_config(cfg, d.channels, d.height, d.width, d.classes);
   Generator gen(cfg.seed);
   std::shared_ptr<Module> net = build_net(n, gen);

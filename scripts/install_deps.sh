@@ -3,7 +3,7 @@
 # sudo available). Skips everything when all are present, so it is cheap to call every time.
 set -euo pipefail
 packages=(cmake g++ make catch2 libopenblas-dev zlib1g-dev libcli11-dev nlohmann-json3-dev
-          libstb-dev dataset-fashion-mnist python3-skimage)
+          libstb-dev dataset-fashion-mnist python3-skimage python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
