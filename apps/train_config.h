@@ -43,6 +43,11 @@ struct TrainConfig {
   int64_t image_size = 224;           // image folders: crop size (validation resizes to 256/224 x)
   int progress = -1;                  // progress line: 1 on, 0 off, -1 when stdout is a terminal
   bool write_files = true;            // run directory with config, CSVs and checkpoints
+  // Data parallel (docs/distributed.md): layers combine batch statistics across ranks (on) or
+  // keep per-rank ones like the reference under DistributedDataParallel (off); the number of
+  // ranks the run trains on (set by nd-train from the launcher, not a flag; --resume needs it).
+  std::string sync_stats = "on";
+  int64_t world_size = 1;
 };
 
 // The recipe of the dataset (network-deconvolution.md section 5) for every setting not in
