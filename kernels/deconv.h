@@ -28,7 +28,7 @@ struct SampledCovShape {
   int64_t stride = 1;  // effective sampling stride s
   int64_t block = 1;   // B, already resolved by the gcd/groups rules (divides C)
   int64_t groups = 1;
-  int64_t first = 0;   // k == 1: the first sampled raster row, 0 <= first < stride * stride
+  int64_t first = 0;  // k == 1: the first sampled raster row, 0 <= first < stride * stride
   int64_t nf() const { return k * k * block; }
   int64_t matrices() const { return groups; }
   int64_t out_h() const { return (h + 2 * pad - dil * (k - 1) - 1) / stride + 1; }

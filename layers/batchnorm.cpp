@@ -40,8 +40,8 @@ Tensor BatchNorm::forward_synchronised(const Tensor& x) {
   Tensor mean = ops::mean(x3, {0, 2});
   Tensor m2 = ops::sum(ops::square(ops::sub(x3, mean.reshape({1, c, 1}))), {0, 2});
   const Moments all = all_reduce_moments({mean, m2, count}, /*diagonal=*/true);
-  ND_CHECK(all.count > 1, type_name(), ": training needs more than one value per channel over "
-           "all ranks, got ", all.count);
+  ND_CHECK(all.count > 1, type_name(),
+           ": training needs more than one value per channel over all ranks, got ", all.count);
   Tensor var = ops::affine(all.m2, 1.0 / all.count, 0.0);
   {
     NoGradGuard no_grad;
@@ -52,8 +52,8 @@ Tensor BatchNorm::forward_synchronised(const Tensor& x) {
     running_var_->copy_(
         ops::add(ops::affine(*running_var_, 1.0 - m, 0.0), ops::affine(unbiased, m, 0.0)));
   }
-  Tensor invstd = ops::div(Tensor::ones({c}, x.dtype(), x.device()),
-                           ops::sqrt(ops::affine(var, 1.0, eps_)));
+  Tensor invstd =
+      ops::div(Tensor::ones({c}, x.dtype(), x.device()), ops::sqrt(ops::affine(var, 1.0, eps_)));
   Tensor y = ops::mul(ops::sub(x3, all.mean.reshape({1, c, 1})), invstd.reshape({1, c, 1}));
   if (weight_) y = ops::mul(y, weight_->reshape({1, c, 1}));
   if (bias_) y = ops::add(y, bias_->reshape({1, c, 1}));

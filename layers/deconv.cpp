@@ -108,8 +108,8 @@ kernels::SampledCovShape FastDeconv::cov_shape(const Tensor& x) const {
 }
 
 std::pair<Tensor, Tensor> FastDeconv::covariance_composite_of(const Tensor& x,
-                                                             const kernels::SampledCovShape& cs,
-                                                             double eps) {
+                                                              const kernels::SampledCovShape& cs,
+                                                              double eps) {
   const int64_t c = in_, nf = feature_length(), g = p_.groups;
   const int64_t s = effective_sampling_stride();
   Tensor rows;  // (positions, C*k*k), column f = c*k*k + ky*k + kx
