@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <vector>
 
 #include "engine/comm.h"
 #include "engine/grad_reducer.h"
@@ -22,18 +23,28 @@ using namespace nd;
 
 namespace {
 
-struct Link {
-  const char* name;
-  int gpus;
-  double bus_gbps;   // GB/s of the slowest hop a ring crosses
-  int ring_members;  // ranks on that ring (nodes when the hop is the network)
+// One ring all-reduce: alpha + 2 (P-1)/P * bytes / bandwidth over its slowest hop.
+struct Hop {
+  double bus_gbps;   // GB/s
+  int ring_members;  // ranks on the ring (machines when the hop is the network)
   double alpha_us;   // latency per collective
+  double seconds(double bytes, double calls) const {
+    const double p = double(ring_members);
+    return calls * alpha_us * 1e-6 + 2.0 * (p - 1.0) / p * bytes / (bus_gbps * 1e9);
+  }
 };
 
-double all_reduce_seconds(double bytes, const Link& l) {
-  const double p = double(l.ring_members);
-  return l.alpha_us * 1e-6 + 2.0 * (p - 1.0) / p * bytes / (l.bus_gbps * 1e9);
-}
+// A layout: its hops are crossed one after the other (hierarchical: NVLink inside a machine,
+// then the network between machines, whose one link per machine carries the machine's share).
+struct Layout {
+  const char* name;
+  std::vector<Hop> hops;
+  double seconds(double bytes, double calls) const {
+    double t = 0;
+    for (const Hop& h : hops) t += h.seconds(bytes, calls);
+    return t;
+  }
+};
 
 }  // namespace
 
@@ -123,29 +134,33 @@ int main(int argc, char** argv) {
           "statistics %.3f MB in %.0f all-reduces\n",
           seconds, grad_bytes / 1e6, (long long)reducer.num_buckets(), stat_bytes / 1e6,
           stat_calls);
+      if (comm::world_size() > 1)
+        std::printf("of the step, %.3f s blocked in all-reduces (MPI on the CPU)\n",
+                    t.blocked_seconds / double(steps));
       // The model: per-GPU compute of model_batch images, then the communication on each link.
       const double compute =
           3.0 * (summary.flops * double(model_batch) + summary.per_step_flops) / (tflops * 1e12);
       const double backward = compute * 2.0 / 3.0;
-      const double stat_mean = stat_calls > 0 ? stat_bytes / stat_calls : 0;
       std::printf(
           "model: %.1f GFLOP per image forward, %lld images per GPU, %.0f TFLOP/s -> "
           "compute %.1f ms per step\n",
           summary.flops / 1e9, (long long)model_batch, tflops, compute * 1e3);
-      const Link links[] = {
-          {"8 GPUs, one machine, NVLink", 8, nvlink_gbps, 8, nvlink_alpha},
-          {"8 GPUs, 8 machines, network", 8, net_gbit / 8.0, 8, net_alpha},
-          {"64 GPUs, 8 machines x 8, network", 64, net_gbit / 8.0, 8, net_alpha},
+      // Latencies grow with the depth of NCCL's trees: log2(64) / log2(8) = 2 for 64 ranks.
+      const Layout layouts[] = {
+          {"8 GPUs, one machine, NVLink", {{nvlink_gbps, 8, nvlink_alpha}}},
+          {"8 GPUs, 8 machines, network", {{net_gbit / 8.0, 8, net_alpha}}},
+          {"64 GPUs, 8 machines x 8",
+           {{nvlink_gbps, 8, nvlink_alpha}, {net_gbit / 8.0, 8, 2 * net_alpha}}},
       };
-      std::printf("%-34s %12s %12s %12s %10s\n", "link", "stats ms", "grads ms", "exposed ms",
-                  "efficiency");
-      for (const Link& l : links) {
-        const double stats = stat_calls * all_reduce_seconds(stat_mean, l);
-        const double grads = double(reducer.num_buckets()) *
-                             all_reduce_seconds(grad_bytes / double(reducer.num_buckets()), l);
-        const double exposed = std::max(0.0, grads - backward);
-        std::printf("%-34s %12.2f %12.2f %12.2f %9.0f%%\n", l.name, stats * 1e3, grads * 1e3,
-                    (stats + exposed) * 1e3, 100.0 * compute / (compute + stats + exposed));
+      std::printf("%-30s %10s %10s %12s %10s\n", "GPUs and links", "stats ms", "grads ms",
+                  "exposed ms", "efficiency");
+      for (const Layout& l : layouts) {
+        const double stats = l.seconds(stat_bytes, stat_calls);
+        const double grads = l.seconds(grad_bytes, double(reducer.num_buckets()));
+        // Gradients overlap the backward; the statistics' all-reduces wait in line.
+        const double exposed = stats + std::max(0.0, grads - backward);
+        std::printf("%-30s %10.2f %10.2f %12.2f %9.0f%%\n", l.name, stats * 1e3, grads * 1e3,
+                    exposed * 1e3, 100.0 * compute / (compute + exposed));
       }
     }
   } catch (const std::exception& e) {

@@ -2,6 +2,7 @@
 // for CUDA tensors, a world of one when either MPI is not built in or no launcher started us.
 #include "engine/comm.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +35,19 @@ void count(Channel channel, const Tensor& t) {
     ++g_traffic.gradient_calls;
   }
 }
+
+// Adds the wall time of its scope to Traffic::blocked_seconds.
+class BlockedTimer {
+ public:
+  BlockedTimer() : start_(std::chrono::steady_clock::now()) {}
+  ~BlockedTimer() {
+    g_traffic.blocked_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
 
 // Environment variables that MPI launchers set in every process they start.
 bool launched_by_mpi() {
@@ -90,6 +104,7 @@ class MpiPending : public PendingAllReduce {
       check_mpi(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE), "MPI_Test");
   }
   void wait() override {
+    BlockedTimer timer;
     if (request_ != MPI_REQUEST_NULL) check_mpi(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait");
   }
 
@@ -222,6 +237,7 @@ void all_reduce_sum_(Tensor& t, Channel channel) {
     return;
   }
 #ifdef ND_WITH_MPI
+  BlockedTimer timer;
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), count_of(t), mpi_type(t.dtype()), MPI_SUM,
                           comm_of(channel)),
             "MPI_Allreduce");

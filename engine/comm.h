@@ -77,6 +77,8 @@ std::unique_ptr<PendingAllReduce> start_all_reduce_sum(Tensor& t, Channel channe
 struct Traffic {
   int64_t statistics_bytes = 0, gradient_bytes = 0;
   int64_t statistics_calls = 0, gradient_calls = 0;
+  // CPU (MPI) only: wall time this rank spent blocked in all-reduces and in waits for them.
+  double blocked_seconds = 0;
 };
 Traffic traffic();
 void reset_traffic();
