@@ -54,7 +54,7 @@ DataParallel::DataParallel(const TrainConfig& cfg, Module& net, bool resuming, s
     ND_CHECK(cfg.world_size == world_, "the configuration says ", cfg.world_size,
              " rank(s) but this job has ", world_);
   comm::set_sync_statistics(sync_stats_);
-  if (world_ == 1) return;
+  if (!comm::active()) return;
   ND_CHECK(comm::same_on_all_ranks(fnv1a(to_json(cfg))),
            "the ranks of this job were given different settings; start every rank with the "
            "same flags");
@@ -78,12 +78,12 @@ DataParallel::~DataParallel() {
 }
 
 int64_t DataParallel::steps_per_epoch(int64_t images) const {
-  if (world_ == 1) return (images + batch_per_rank_ - 1) / batch_per_rank_;
+  if (!comm::active()) return (images + batch_per_rank_ - 1) / batch_per_rank_;
   return data::sharded_steps(images, batch_per_rank_, world_);
 }
 
 void DataParallel::start_epoch(data::Loader& loader, std::vector<int64_t> order, uint64_t seed) {
-  if (world_ == 1) {
+  if (!comm::active()) {
     loader.start(std::move(order), seed);
     return;
   }
@@ -92,7 +92,7 @@ void DataParallel::start_epoch(data::Loader& loader, std::vector<int64_t> order,
 }
 
 Tensor DataParallel::backward(const Tensor& loss, int64_t batch_index) {
-  if (world_ == 1) {
+  if (!comm::active()) {
     loss.backward();
     return loss.detach();
   }
@@ -122,7 +122,7 @@ std::vector<int64_t> rank_share(int64_t count) {
 }
 
 void DataParallel::before_evaluation(Module& net) const {
-  if (world_ == 1 || sync_stats_) return;
+  if (!comm::active() || sync_stats_) return;
   NoGradGuard no_grad;
   for (auto& [name, t] : net.named_buffers()) {
     Tensor b = t;
@@ -143,7 +143,7 @@ uint64_t hash_tensors(const std::vector<std::pair<std::string, Tensor>>& named) 
 }  // namespace
 
 void DataParallel::report_replicas(const Module& net, std::ostream& log) const {
-  if (world_ == 1) return;
+  if (!comm::active()) return;
   const bool params = comm::same_on_all_ranks(hash_tensors(net.named_parameters()));
   const bool buffers = comm::same_on_all_ranks(hash_tensors(net.named_buffers()));
   log << "data parallel: parameters " << (params ? "identical" : "DIFFER") << " and running "

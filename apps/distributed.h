@@ -11,6 +11,7 @@
 #include "apps/train_config.h"
 #include "data/loader.h"
 #include "data/shard.h"
+#include "engine/comm.h"
 #include "engine/grad_reducer.h"
 #include "layers/module.h"
 
@@ -27,7 +28,7 @@ class DataParallel {
   // sets --sync-stats; broadcasts rank 0's parameters and buffers; prints the layout on `log`.
   DataParallel(const TrainConfig& cfg, Module& net, bool resuming, std::ostream& log);
   ~DataParallel();
-  bool active() const { return world_ > 1; }
+  bool active() const { return comm::active(); }
 
   // The training steps of an epoch of `images`.
   int64_t steps_per_epoch(int64_t images) const;

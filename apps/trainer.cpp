@@ -103,7 +103,7 @@ EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::L
     r.images += n;
   }
   net.train();
-  if (comm::world_size() > 1) {
+  if (comm::active()) {
     std::vector<double> totals{loss_sum, double(top1), double(top5), double(r.images)};
     all_reduce_totals(totals);
     loss_sum = totals[0], top1 = int64_t(totals[1]), top5 = int64_t(totals[2]);

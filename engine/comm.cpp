@@ -22,6 +22,7 @@ namespace {
 
 int g_rank = 0, g_size = 1, g_local_rank = 0;
 bool g_mpi_started = false;
+bool g_force = false;  // ND_COMM_FORCE=1: communicate in a world of one too
 bool g_sync_statistics = true;
 Traffic g_traffic;
 
@@ -51,7 +52,8 @@ class BlockedTimer {
 
 // Environment variables that MPI launchers set in every process they start.
 bool launched_by_mpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "ND_MPI"})
+  for (const char* v :
+       {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "ND_MPI", "ND_COMM_FORCE"})
     if (std::getenv(v)) return true;
   return false;
 }
@@ -131,7 +133,8 @@ void ensure_nccl(Channel c, const Tensor& t) {
   }
   std::string id = rank() == 0 ? detail::nccl_make_id() : std::string(detail::kNcclIdBytes, '\0');
 #ifdef ND_WITH_MPI
-  check_mpi(MPI_Bcast(id.data(), int(id.size()), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+  if (g_mpi_started)
+    check_mpi(MPI_Bcast(id.data(), int(id.size()), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
 #endif
   detail::nccl_join(ch, id, rank(), world_size(), t.device().index);
 }
@@ -152,6 +155,8 @@ void check_cuda_collective(const Tensor& t, const char* what) {
 }  // namespace
 
 void init(int& argc, char**& argv) {
+  const char* force = std::getenv("ND_COMM_FORCE");
+  g_force = force && std::strcmp(force, "1") == 0;
 #ifdef ND_WITH_MPI
   if (g_mpi_started || !launched_by_mpi()) return;
   int provided = 0;
@@ -210,6 +215,10 @@ bool nccl_built() {
 #endif
 }
 
+bool active() {
+  return g_size > 1 || g_force;
+}
+
 int rank() {
   return g_rank;
 }
@@ -225,7 +234,7 @@ std::string where() {
 }
 
 void all_reduce_sum_(Tensor& t, Channel channel) {
-  if (g_size == 1 || t.numel() == 0) return;
+  if (!active() || t.numel() == 0) return;
   ND_CHECK(t.is_contiguous(), "all_reduce_sum_ needs a contiguous tensor");
   count(channel, t);
   if (t.device().is_cuda()) {
@@ -237,6 +246,7 @@ void all_reduce_sum_(Tensor& t, Channel channel) {
     return;
   }
 #ifdef ND_WITH_MPI
+  if (!g_mpi_started) return;  // a forced world of one without MPI
   BlockedTimer timer;
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), count_of(t), mpi_type(t.dtype()), MPI_SUM,
                           comm_of(channel)),
@@ -245,7 +255,7 @@ void all_reduce_sum_(Tensor& t, Channel channel) {
 }
 
 void broadcast_(Tensor& t, int root) {
-  if (g_size == 1 || t.numel() == 0) return;
+  if (!active() || t.numel() == 0) return;
   ND_CHECK(t.is_contiguous(), "broadcast_ needs a contiguous tensor");
   if (t.device().is_cuda()) {
     check_cuda_collective(t, "broadcast");
@@ -257,6 +267,7 @@ void broadcast_(Tensor& t, int root) {
     return;
   }
 #ifdef ND_WITH_MPI
+  if (!g_mpi_started) return;
   check_mpi(
       MPI_Bcast(t.raw_data(), count_of(t), mpi_type(t.dtype()), root, comm_of(Channel::Statistics)),
       "MPI_Bcast");
@@ -269,7 +280,7 @@ namespace {
 template <typename T>
 T reduce_scalar(T v, bool max) {
 #ifdef ND_WITH_MPI
-  if (g_size == 1) return v;
+  if (!active() || !g_mpi_started) return v;
   T out{};
   check_mpi(MPI_Allreduce(&v, &out, 1, mpi_type(dtype_of<T>()), max ? MPI_MAX : MPI_SUM,
                           comm_of(Channel::Statistics)),
@@ -294,7 +305,7 @@ int64_t all_reduce_max(int64_t v) {
 
 int64_t exclusive_prefix_sum(int64_t v) {
 #ifdef ND_WITH_MPI
-  if (g_size == 1) return 0;
+  if (!active() || !g_mpi_started) return 0;
   int64_t out = 0;
   check_mpi(MPI_Exscan(&v, &out, 1, MPI_INT64_T, MPI_SUM, comm_of(Channel::Statistics)),
             "MPI_Exscan");
@@ -307,12 +318,13 @@ int64_t exclusive_prefix_sum(int64_t v) {
 
 void barrier() {
 #ifdef ND_WITH_MPI
-  if (g_size > 1) check_mpi(MPI_Barrier(comm_of(Channel::Statistics)), "MPI_Barrier");
+  if (active() && g_mpi_started)
+    check_mpi(MPI_Barrier(comm_of(Channel::Statistics)), "MPI_Barrier");
 #endif
 }
 
 bool same_on_all_ranks(uint64_t v) {
-  if (g_size == 1) return true;
+  if (!active()) return true;
   const int64_t half[2] = {int64_t(v >> 32), int64_t(v & 0xffffffffu)};
   bool same = true;
   for (int64_t h : half) same = same && all_reduce_max(h) == -all_reduce_max(-h);
@@ -320,7 +332,7 @@ bool same_on_all_ranks(uint64_t v) {
 }
 
 Tensor all_reduce_sum(const Tensor& x) {
-  if (g_size == 1) return x;
+  if (!active()) return x;
   Tensor y = x.detach().clone();
   all_reduce_sum_(y, Channel::Statistics);
   if (!any_requires_grad({&x})) return y;
@@ -332,14 +344,14 @@ Tensor all_reduce_sum(const Tensor& x) {
 }
 
 bool sync_statistics() {
-  return g_size > 1 && g_sync_statistics;
+  return active() && g_sync_statistics;
 }
 void set_sync_statistics(bool on) {
   g_sync_statistics = on;
 }
 
 std::unique_ptr<PendingAllReduce> start_all_reduce_sum(Tensor& t, Channel channel) {
-  if (g_size == 1 || t.numel() == 0) return std::make_unique<DonePending>();
+  if (!active() || t.numel() == 0) return std::make_unique<DonePending>();
   ND_CHECK(t.is_contiguous(), "start_all_reduce_sum needs a contiguous tensor");
   count(channel, t);
   if (t.device().is_cuda()) {
@@ -350,6 +362,7 @@ std::unique_ptr<PendingAllReduce> start_all_reduce_sum(Tensor& t, Channel channe
 #endif
   }
 #ifdef ND_WITH_MPI
+  if (!g_mpi_started) return std::make_unique<DonePending>();
   MPI_Request request = MPI_REQUEST_NULL;
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), count_of(t), mpi_type(t.dtype()), MPI_SUM,
                            comm_of(channel), &request),

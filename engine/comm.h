@@ -30,6 +30,11 @@ bool nccl_built();
 int rank();
 int world_size();
 int local_rank();  // rank among the processes of this machine (picks the GPU)
+// Whether collectives communicate: a world of more than one, or ND_COMM_FORCE=1 (a world of one
+// then goes through the data-parallel path anyway: CUDA tensors through a one-rank NCCL
+// communicator, CPU tensors through MPI when a launcher started MPI; the check of that path on
+// a machine with one GPU). Otherwise every collective returns its input.
+bool active();
 inline bool is_root() {
   return rank() == 0;
 }
@@ -57,7 +62,7 @@ bool same_on_all_ranks(uint64_t v);
 Tensor all_reduce_sum(const Tensor& x);
 
 // Whether layers combine batch statistics across ranks (--sync-stats, on by default): true only
-// in a world of more than one with the switch on.
+// when active() with the switch on.
 bool sync_statistics();
 void set_sync_statistics(bool on);
 

@@ -53,7 +53,7 @@ void GradientReducer::begin() {
     b.waiting = int64_t(b.params.size());
     b.pending.reset();
   }
-  if (comm::world_size() == 1) return;  // nothing to reduce: leave backward untouched
+  if (!comm::active()) return;  // nothing to reduce: leave backward untouched
   std::unordered_map<TensorImpl*, size_t> index;
   for (size_t k = 0; k < params_.size(); ++k) index[&params_[k].impl()] = k;
   previous_hook_ = set_leaf_grad_hook([this, index = std::move(index)](const Tensor& leaf) {
@@ -96,7 +96,7 @@ void GradientReducer::finish(double scale) {
   set_leaf_grad_hook(std::move(previous_hook_));
   previous_hook_ = nullptr;
   active_ = false;
-  if (comm::world_size() == 1) {
+  if (!comm::active()) {
     if (scale != 1.0)
       for (Tensor& p : params_)
         if (p.grad().defined()) p.set_grad(ops::affine(p.grad(), scale, 0.0));

@@ -5,7 +5,8 @@
 #     with --sync-stats off the deconvolution MLP differs (so the comparison can fail);
 #  2. parameters and running buffers end identical on both ranks; only rank 0 writes the run;
 #  3. --resume continues a 2-rank run exactly and refuses another number of ranks;
-#  4. a rank that fails, or is killed mid-epoch, ends the job with a message within seconds.
+#  4. a rank that fails, or is killed mid-epoch, ends the job with a message within seconds;
+#  5. ND_COMM_FORCE=1 takes one process through the same path and changes nothing.
 # Usage: distributed_test.sh PATH/TO/nd-train PATH/TO/mpirun
 set -euo pipefail
 nd_train=$(realpath "$1")
@@ -39,6 +40,13 @@ $compare "$tmp/one-odd" "$tmp/two-odd" || fail "uneven last batch: 2 ranks diffe
 "${mpi[@]}" "$nd_train" "${mlp[@]}" --norm nd --batch-size 32 --sync-stats off \
   --output "$tmp/two-nd-off" > "$tmp/log-off"
 $compare "$tmp/one-nd" "$tmp/two-nd-off" --expect-differ || fail "--sync-stats off changed nothing"
+
+# ND_COMM_FORCE=1: one process through the data-parallel path (MPI, buckets, synchronised
+# statistics), as scripts/gpu_check.sh runs it through NCCL on one GPU.
+ND_COMM_FORCE=1 "$nd_train" "${mlp[@]}" --norm nd --batch-size 64 --output "$tmp/forced-nd" \
+  > "$tmp/log"
+grep -q "1 ranks x batch 64" "$tmp/log" || fail "ND_COMM_FORCE=1 did not take the parallel path"
+$compare "$tmp/one-nd" "$tmp/forced-nd" || fail "ND_COMM_FORCE=1 differs from the plain run"
 
 python3 "$repo/scripts/fashion_to_cifar.py" --dst "$tmp/cifar" --train-limit 48 --test-limit 16 \
   > /dev/null
