@@ -21,8 +21,8 @@ namespace nd::comm {
 namespace {
 
 int g_rank = 0, g_size = 1, g_local_rank = 0;
-bool g_mpi_started = false;
-bool g_force = false;  // ND_COMM_FORCE=1: communicate in a world of one too
+[[maybe_unused]] bool g_mpi_started = false;  // only MPI builds start it
+bool g_force = false;                         // ND_COMM_FORCE=1: communicate in a world of one too
 bool g_sync_statistics = true;
 Traffic g_traffic;
 
@@ -50,6 +50,7 @@ class BlockedTimer {
   std::chrono::steady_clock::time_point start_;
 };
 
+#ifdef ND_WITH_MPI
 // Environment variables that MPI launchers set in every process they start.
 bool launched_by_mpi() {
   for (const char* v :
@@ -58,7 +59,6 @@ bool launched_by_mpi() {
   return false;
 }
 
-#ifdef ND_WITH_MPI
 MPI_Comm g_comms[2] = {MPI_COMM_NULL, MPI_COMM_NULL};
 
 MPI_Comm comm_of(Channel c) {
@@ -174,6 +174,17 @@ void init(int& argc, char**& argv) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 #else
   (void)argc, (void)argv;
+  // Started as one of several ranks without MPI: each would train alone on the same files.
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* n = std::getenv(v);
+    if (n && std::atoi(n) > 1) {
+      std::fprintf(stderr,
+                   "this binary was built without MPI but started as one of %s ranks; rebuild "
+                   "with MPI (apt-get install libopenmpi-dev) or run one process\n",
+                   n);
+      std::exit(1);
+    }
+  }
 #endif
 }
 
