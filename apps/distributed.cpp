@@ -26,11 +26,11 @@ Device rank_device(const std::string& spec) {
       return Device::cuda(comm::local_rank());
     return Device::cpu();
   }
-  const Device d = parse_device(spec);
-  if (d.is_cpu()) return d;
-  ND_CHECK(comm::nccl_built(), "--device ", spec, " with ", world,
+  ND_CHECK(spec.rfind("cuda", 0) != 0 || comm::nccl_built(), "--device ", spec, " with ", world,
            " ranks needs NCCL, and this build has none: multi-rank training runs on the CPU "
            "only (--device cpu), or rebuild where the CUDA toolkit has NCCL");
+  const Device d = parse_device(spec);
+  if (d.is_cpu()) return d;
   ND_CHECK(spec == "cuda", "--device ", spec, " with ", world,
            " ranks: pass --device cuda, and each rank takes cuda:<its local rank>");
   const Device mine = Device::cuda(comm::local_rank());
