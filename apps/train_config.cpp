@@ -59,6 +59,8 @@ void for_each_field(TrainConfig& c, F&& f) {
   f("image_size", c.image_size);
   f("tf32", c.tf32);
   f("deterministic", c.deterministic);
+  f("sync_stats", c.sync_stats);
+  f("world_size", c.world_size);
 }
 
 }  // namespace
@@ -152,6 +154,8 @@ void validate(const TrainConfig& cfg) {
   ND_CHECK(cfg.image_size >= 8, "--image-size must be >= 8, got ", cfg.image_size);
   ND_CHECK(cfg.workers >= 0, "--workers must be >= 0, got ", cfg.workers);
   ND_CHECK(cfg.train_limit >= 0 && cfg.test_limit >= 0, "limits must be >= 0");
+  require_one_of("--sync-stats", cfg.sync_stats, {"on", "off"});
+  ND_CHECK(cfg.world_size >= 1, "world_size must be >= 1, got ", cfg.world_size);
 }
 
 NetConfig net_config(const TrainConfig& cfg, int64_t channels, int64_t height, int64_t width,

@@ -45,6 +45,11 @@ struct TrainConfig {
   bool write_files = true;            // run directory with config, CSVs and checkpoints
   bool tf32 = false;                  // GPU: TF32 tensor cores for convolutions and GEMMs
   bool deterministic = false;         // GPU: deterministic cuDNN algorithms only
+  // Data parallel (docs/distributed.md): layers combine batch statistics across ranks (on) or
+  // keep per-rank ones like the reference under DistributedDataParallel (off); the number of
+  // ranks the run trains on (set by nd-train from the launcher, not a flag; --resume needs it).
+  std::string sync_stats = "on";
+  int64_t world_size = 1;
 };
 
 // The recipe of the dataset (network-deconvolution.md section 5) for every setting not in

@@ -7,7 +7,8 @@
 # sticky CUDA error fails only its own case, where it happened), compute-sanitizer memcheck over
 # the [memcheck] cases and racecheck over the [racecheck] cases at small sizes (ND_TEST_SMALL=1),
 # then nd-bench-train (ResNet-18, VGG-16, DenseNet-121 at batch 128, BN and ND, FP32 and TF32,
-# and a ResNet-18 profile), nd-bench-deconv --quick and one Fashion-MNIST MLP epoch per norm.
+# and a ResNet-18 profile), nd-bench-deconv --quick, one Fashion-MNIST MLP epoch per norm, and
+# the MLP and ResNet-18 through the one-rank NCCL path against the plain runs.
 # Every step has its own timeout inside one budget (default 420 s); the summary (stdout, at
 # most ~10,000 characters) is printed even when steps time out or crash. $OUT (default
 # gpu-check-out/) receives gpu-check-logs.tar.gz (every log, capped at 16 MiB) and
@@ -259,4 +260,25 @@ for norm in none bn nd; do
     --norm "$norm" --epochs 1 --device "$device" --workers 4 "${limits[@]}" \
     --output "$work/runs/mlp-$norm"
 done
+# ------------------------------------------------------------------ the NCCL path, one GPU
+# ND_COMM_FORCE=1 sends a world of one through the data-parallel path (a one-rank NCCL
+# communicator on a GPU, gradient buckets on their own stream, synchronised statistics;
+# docs/distributed.md): the MLP epoch must match the plain one above.
+step nccl_mlp_nd 30 env ND_COMM_FORCE=1 "$bin/nd-train" --dataset fashion-mnist --data-dir "$data" \
+  --arch mlp --norm nd --epochs 1 --device "$device" --workers 4 "${limits[@]}" \
+  --output "$work/runs/nccl-mlp-nd"
+step nccl_mlp_compare 30 python3 "$root/test/scripts/compare_runs.py" "$work/runs/mlp-nd" \
+  "$work/runs/nccl-mlp-nd" --rtol 1e-3 --atol 1e-4
+# ResNet-18 with deconvolution, plain and through NCCL, on 1024 Fashion-MNIST images (GPU only:
+# on the CPU of a dry run it would take minutes).
+if [ $dry -eq 0 ]; then
+  for force in 0 1; do
+    step "r18_nccl$force" 60 env ND_COMM_FORCE=$force "$bin/nd-train" --dataset fashion-mnist \
+      --data-dir "$data" --arch resnet18 --norm nd --batch-size 128 --epochs 1 \
+      --train-limit 1024 --test-limit 256 --device cuda --workers 4 \
+      --output "$work/runs/r18-nccl$force"
+  done
+  step r18_nccl_compare 30 python3 "$root/test/scripts/compare_runs.py" "$work/runs/r18-nccl0" \
+    "$work/runs/r18-nccl1" --rtol 1e-3 --atol 1e-4
+fi
 exit 0  # the verdict is the report's (finish)
