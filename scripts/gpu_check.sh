@@ -275,7 +275,7 @@ if [ $dry -eq 0 ]; then
   for force in 0 1; do
     step "r18_nccl$force" 60 env ND_COMM_FORCE=$force "$bin/nd-train" --dataset fashion-mnist \
       --data-dir "$data" --arch resnet18 --norm nd --batch-size 128 --epochs 1 \
-      --train-limit 1024 --test-limit 256 --device cuda --workers 4 \
+      --train-limit 1024 --test-limit 256 --device cuda --workers 4 --deterministic \
       --output "$work/runs/r18-nccl$force"
   done
   step r18_nccl_compare 30 python3 "$root/test/scripts/compare_runs.py" "$work/runs/r18-nccl0" \
