@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
     std::cout << "nd-infer: wrote logits " << nd::shape_str(logits.shape()) << " to " << cfg.output
               << "\n";
   } catch (const nd::OutOfMemoryError& e) {
-    std::cerr << "nd-infer: out of memory: " << e.what() << "\n";
+    std::cerr << "nd-infer: error: out of memory: " << e.what() << "; try a smaller batch\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "nd-infer: error: " << e.what() << "\n";
