@@ -66,14 +66,14 @@ struct ImageFormat {
   size_t magic_bytes;
   // The most pixels one byte of such a file can encode, so a header claiming a huge image in a
   // small file fails before stb_image allocates for it: BMP 1 bit per pixel; binary PGM/PPM 1 byte;
-  // PNG 1 bit per pixel behind deflate's 1032:1; JPEG at least 1 bit per 8x8 block (rounded up
-  // from 512); GIF LZW codes of 12 bits for up to 4096 pixels (rounded up from 2731).
+  // PNG 1 bit per pixel behind deflate's 1032:1; JPEG at least 1 bit per 8x8 block (the DC
+  // coefficient); GIF LZW codes of 12 bits for up to 4096 pixels (rounded up from 2731).
   uint64_t pixels_per_byte;
 };
 
 const ImageFormat kImageFormats[] = {
     {"PNG", "\x89PNG\r\n\x1a\n", 8, 8 * 1032},
-    {"JPEG", "\xff\xd8\xff", 3, 1024},
+    {"JPEG", "\xff\xd8\xff", 3, 512},
     {"BMP", "BM", 2, 8},
     {"GIF", "GIF87a", 6, 4096},
     {"GIF", "GIF89a", 6, 4096},
@@ -82,6 +82,10 @@ const ImageFormat kImageFormats[] = {
 };
 
 constexpr const char* kKnownFormats = "PNG, JPEG, BMP, GIF, binary PGM/PPM";
+
+// Larger images are refused whatever the file size (8192 x 8192; stb_image then allocates at most
+// about 540 MB for one buffer, a 16-bit RGBA PNG's).
+constexpr uint64_t kMaxImagePixels = uint64_t{1} << 26;
 
 const ImageFormat* find_image_format(const uint8_t* head, size_t bytes) {
   for (const ImageFormat& f : kImageFormats)
@@ -142,11 +146,33 @@ uint64_t uncompressed_bytes_needed(const ImageFormat& format, const uint8_t* hea
   return 0;
 }
 
+// Empty when every PNG chunk lies inside the file, else the reason: stb_image allocates an IDAT
+// chunk's claimed length before reading it.
+std::string png_chunk_problem(const uint8_t* bytes, size_t n) {
+  size_t at = 8;
+  while (at + 8 <= n) {
+    const uint64_t length = (uint64_t(bytes[at]) << 24) | (uint64_t(bytes[at + 1]) << 16) |
+                            (uint64_t(bytes[at + 2]) << 8) | bytes[at + 3];
+    const std::string type(reinterpret_cast<const char*>(bytes + at + 4), 4);
+    if (length + 12 > n - at)
+      return "truncated PNG: chunk '" + type + "' at byte " + std::to_string(at) + " claims " +
+             std::to_string(length) + " bytes, the file has " + std::to_string(n - at - 12) +
+             " after its header";
+    if (type == "IEND") break;
+    at += size_t(length) + 12;
+  }
+  return {};
+}
+
 // Empty when an image of the format and size claimed fits the file (`head`: its first bytes),
 // else the reason.
 std::string size_problem(const ImageFormat& format, const uint8_t* head, size_t n, int width,
                          int height, uint64_t file_bytes) {
   const uint64_t pixels = uint64_t(width) * uint64_t(height);
+  if (pixels > kMaxImagePixels)
+    return std::string("its ") + format.name + " header claims " + std::to_string(width) + "x" +
+           std::to_string(height) + " pixels, over this reader's limit of " +
+           std::to_string(kMaxImagePixels) + " (8192 x 8192)";
   if (pixels > format.pixels_per_byte * file_bytes)
     return std::string("its ") + format.name + " header claims " + std::to_string(width) + "x" +
            std::to_string(height) + " pixels, more than a file of " + std::to_string(file_bytes) +
@@ -217,8 +243,10 @@ RgbImage decode_image_file(const std::string& path) {
     ND_FAIL("cannot decode image ", path, ": ", reason ? reason : "unknown error",
             " (corrupt, truncated or not an image)");
   }
-  const std::string problem =
+  std::string problem =
       size_problem(*format, bytes.data(), bytes.size(), width, height, bytes.size());
+  if (problem.empty() && std::string(format->name) == "PNG")
+    problem = png_chunk_problem(bytes.data(), bytes.size());
   ND_CHECK(problem.empty(), "cannot decode image ", path, ": ", problem);
   // 3 requested channels: stb_image replicates gray and drops alpha.
   stbi_uc* pixels =

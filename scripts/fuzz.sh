@@ -3,7 +3,7 @@
 # with clang, AddressSanitizer and UndefinedBehaviorSanitizer into build-fuzz/, writes each
 # harness's seed corpus, then runs each harness for SECONDS (default 60) and prints a table of
 # seconds, executions and coverage (libFuzzer's cov and ft). What a harness finds (crash, leak,
-# hang, out-of-memory, an allocation over 512 MB) is saved under build-fuzz/artifacts/<harness>/;
+# hang, out-of-memory, an allocation over 1 GB) is saved under build-fuzz/artifacts/<harness>/;
 # copy it into test/fuzz/<harness>/ once fixed, where the CTest fuzz_regressions replays it.
 #   scripts/fuzz.sh [SECONDS] [HARNESS...]   ND_FUZZ_PARALLEL=2 runs two harnesses at a time
 # Needs clang and libclang-rt-14-dev (Debian: apt-get install clang libclang-rt-14-dev); CI does
@@ -44,10 +44,11 @@ run_harness() {
   artifacts=build-fuzz/artifacts/$h
   log=build-fuzz/logs/$h.log
   mkdir -p "$corpus" "$artifacts" build-fuzz/logs "$scratch/$h"
+  rm -f "build-fuzz/logs/$h.row"
   TMPDIR="$scratch/$h" build-fuzz/bin/nd-fuzz seeds "$h" "$corpus"
   local status=0
   TMPDIR="$scratch/$h" nice -n 10 build-fuzz/bin/fuzz_"$h" -max_total_time="$seconds" \
-    -max_len="$max_len" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=20 \
+    -max_len="$max_len" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 \
     -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || status=$?
   local execs cov ft took
   execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | tail -1)

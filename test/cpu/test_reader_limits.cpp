@@ -1,8 +1,9 @@
 // Readers never allocate more than the file can justify: a header claiming a terabyte tensor, an
-// 8 GiB IDX array or a 60000 x 60000 image in a file of a few bytes fails with a message before
-// anything of that size is allocated (test/alloc_probe.h records the largest allocation), and a
-// gzip IDX file grows its buffer only as data arrives. Also: PyTorch's pickle and zip files are
-// refused with the conversion command, never unpickled.
+// 8 GiB IDX array or a 4000 x 4000 image in a file of a few bytes fails with a message before
+// anything of that size is allocated (test/alloc_probe.h records the largest allocation), a gzip
+// IDX file grows its buffer only as data arrives, and the eval transform of a banner image resizes
+// only its crop. Also: PyTorch's pickle and zip files are refused with the conversion command,
+// never unpickled.
 #include <zlib.h>
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 
 #include "data/idx.h"
 #include "data/image_folder.h"
+#include "data/image_transforms.h"
 #include "data/safetensors.h"
 #include "engine/random.h"
 #include "test/alloc_probe.h"
@@ -142,38 +144,56 @@ TEST_CASE("images: a header claiming more pixels than the file can encode fails 
           "[limits]") {
   nd::test::TempDir dir("limits_img");
   const std::string path = dir.file("image");
-  auto require_refused = [&](const Bytes& b, const std::string& format) {
+  auto require_refused = [&](const Bytes& b, const std::string& format,
+                             const std::string& why = "can encode") {
     INFO(format);
     write_bytes(path, b);
     nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
-                                   {"its " + format + " header claims", "can encode"});
+                                   {"its " + format + " header claims", why});
   };
-  SECTION("PNG 16000 x 16000 (stb_image itself refuses over 2^30 bytes)") {
+  auto png_header = [](uint32_t width, uint32_t height) {
     Bytes b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     put_be(b, 13, 4);
     for (char c : std::string("IHDR")) b.push_back(uint8_t(c));
-    put_be(b, 16000, 4);
-    put_be(b, 16000, 4);
+    put_be(b, width, 4);
+    put_be(b, height, 4);
     b.insert(b.end(), {8, 2, 0, 0, 0});
     const uLong crc = crc32(crc32(0, nullptr, 0), b.data() + 12, 17);
     put_be(b, crc, 4);
-    require_refused(b, "PNG");
+    return b;
+  };
+  SECTION("PNG 4000 x 4000") {
+    require_refused(png_header(4000, 4000), "PNG");
   }
-  SECTION("GIF canvas 65535 x 65535") {
+  SECTION("PNG 9000 x 9000, over the limit whatever the file size") {
+    Bytes b = png_header(9000, 9000);
+    b.resize(b.size() + 20'000'000, 0);
+    require_refused(b, "PNG", "over this reader's limit of 67108864");
+  }
+  SECTION("PNG whose IDAT chunk claims 1 GB (stb_image would allocate it first)") {
+    Bytes b = png_header(4, 4);
+    put_be(b, 1u << 30, 4);
+    for (char c : std::string("IDAT")) b.push_back(uint8_t(c));
+    b.resize(b.size() + 100, 0);
+    write_bytes(path, b);
+    nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
+                                   {"truncated PNG: chunk 'IDAT'", "claims 1073741824 bytes"});
+  }
+  SECTION("GIF canvas 8000 x 8000") {
     Bytes b = {'G', 'I', 'F', '8', '9', 'a'};
-    put_le(b, 65535, 2);
-    put_le(b, 65535, 2);
+    put_le(b, 8000, 2);
+    put_le(b, 8000, 2);
     b.insert(b.end(), {0x80, 0, 0, 0, 0, 0, 255, 255, 255, 0x3B});
     require_refused(b, "GIF");
   }
-  SECTION("BMP 30000 x 30000 without pixel data") {
+  SECTION("BMP 4000 x 4000 without pixel data") {
     Bytes b = {'B', 'M'};
     put_le(b, 54, 4);
     put_le(b, 0, 4);
     put_le(b, 54, 4);
     put_le(b, 40, 4);
-    put_le(b, 30000, 4);
-    put_le(b, 30000, 4);
+    put_le(b, 4000, 4);
+    put_le(b, 4000, 4);
     put_le(b, 1, 2);
     put_le(b, 24, 2);
     b.resize(54, 0);
@@ -181,6 +201,42 @@ TEST_CASE("images: a header claiming more pixels than the file can encode fails 
   }
 }
 #endif
+
+TEST_CASE("the eval transform resizes only the crop: equal bits, memory of the crop", "[limits]") {
+  using nd::data::CropBox;
+  using nd::data::RgbImage;
+  nd::Generator gen(7);
+  auto random_image = [&](int64_t h, int64_t w) {
+    RgbImage im(h, w);
+    for (auto& p : im.pixels) p = uint8_t(gen.below(256));
+    return im;
+  };
+  struct Case {
+    int64_t in_h, in_w, out_h, out_w;
+    CropBox box;
+  };
+  for (const Case& c : {Case{9, 13, 20, 31, {3, 5, 10, 10}},    // enlarge, crop inside
+                        Case{40, 30, 11, 7, {0, 0, 11, 7}},     // shrink, the whole output
+                        Case{5, 8, 5, 19, {-2, 4, 9, 9}},       // one pass, crop over the top
+                        Case{17, 6, 17, 6, {-3, -3, 23, 12}},   // no pass, padded all round
+                        Case{12, 12, 30, 3, {10, 1, 5, 5}}}) {  // crop hanging off the right
+    INFO(c.in_h << "x" << c.in_w << " -> " << c.out_h << "x" << c.out_w << ", crop at " << c.box.top
+                << "," << c.box.left << " " << c.box.height << "x" << c.box.width);
+    const RgbImage in = random_image(c.in_h, c.in_w);
+    const RgbImage want = nd::data::crop(nd::data::resize_bilinear(in, c.out_h, c.out_w), c.box);
+    const RgbImage got = nd::data::resize_then_crop(in, c.out_h, c.out_w, c.box);
+    CHECK(got.height == want.height);
+    CHECK(got.width == want.width);
+    CHECK(got.pixels == want.pixels);
+  }
+  // A 2 x 4000 banner: resized to shorter side 256 it would be 256 x 512000 (393 MB).
+  const RgbImage banner = random_image(2, 4000);
+  std::vector<float> out(3 * 224 * 224);
+  nd::test::AllocationProbe probe;
+  nd::data::apply_image_transform(nd::data::imagenet_eval_transform(224, 256), banner, gen,
+                                  out.data());
+  CHECK(probe.largest() < 4 * kMiB);
+}
 
 TEST_CASE("PyTorch pickle and zip files are refused with how to convert them", "[limits]") {
   nd::test::TempDir dir("limits_pickle");
