@@ -3,18 +3,22 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <memory>
 #include <sstream>
 
 #include "apps/datasets.h"
+#include "apps/interrupt.h"
 #include "data/atomic_file.h"
 #include "data/loader.h"
 #include "engine/optim.h"
@@ -49,6 +53,44 @@ std::string read_file(const std::string& path) {
 const char* kSummaryHeader =
     "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,seconds,images_per_s\n";
 
+// Throws Interrupted when SIGINT or SIGTERM arrived (checked between steps, so a step and a
+// checkpoint write always finish). `where` says what is abandoned.
+void stop_if_requested(const std::string& where, const std::string& dir, int64_t epochs_done,
+                       bool write_files) {
+  const int signal = stop_signal();
+  if (signal == 0) return;
+  std::string kept = "nothing was saved (no epoch finished)";
+  if (write_files && epochs_done > 0)
+    kept = "the last checkpoint (epoch " + std::to_string(epochs_done) + ") in " + dir +
+           " is complete: continue with nd-train --resume " + dir;
+  else if (write_files)
+    kept = "no epoch finished; nd-train --resume " + dir + " starts the run again";
+  throw Interrupted(signal, "interrupted by " + signal_name(signal) + " " + where + "; " + kept);
+}
+
+// The steps.csv rows to keep on resume: complete rows (four fields) of the steps up to the
+// checkpoint; a run killed mid-write may have left a partial last row.
+std::string kept_step_rows(const std::string& text, int64_t last_step) {
+  std::istringstream old(text);
+  std::string line, kept;
+  std::getline(old, line);  // header
+  while (std::getline(old, line)) {
+    if (std::count(line.begin(), line.end(), ',') != 3) continue;
+    char* end = nullptr;
+    const long long step = std::strtoll(line.c_str(), &end, 10);
+    if (end != line.c_str() && *end == ',' && step >= 1 && step <= last_step) kept += line + "\n";
+  }
+  return kept;
+}
+
+// Removes temporary files a killed run left behind (`<file>.tmp.<pid>` of AtomicFile).
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().filename().string().find(".tmp.") != std::string::npos)
+      fs::remove(entry.path(), ec);
+}
+
 std::string summary_row(const EpochStats& s) {
   char buf[256];
   std::snprintf(buf, sizeof buf, "%lld,%.8f,%.6f,%.4f,%.6f,%.4f,%.4f,%.3f,%.1f\n",
@@ -78,8 +120,9 @@ data::LoaderOptions loader_options(const TrainConfig& cfg) {
   return o;
 }
 
+// `between_batches` runs before each batch (the stop check of a training run).
 EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::LossKind loss_kind,
-                    Device device) {
+                    Device device, const std::function<void()>& between_batches = {}) {
   NoGradGuard no_grad;
   net.eval();
   loader.start(first_n(count), 0);
@@ -88,6 +131,7 @@ EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::L
   double loss_sum = 0;
   int64_t top1 = 0, top5 = 0;
   while (loader.next(b)) {
+    if (between_batches) between_batches();
     Tensor logits = net(b.images.to(device));
     const int64_t n = b.labels.numel(), k = logits.shape()[1];
     loss_sum += ops::loss(loss_kind, logits, b.labels.to(device)).item() * double(n);
@@ -128,6 +172,17 @@ struct PendingStep {
 
 }  // namespace
 
+std::string epoch_line(const EpochStats& s) {
+  std::ostringstream os;
+  os << std::fixed << "epoch " << std::setw(3) << s.epoch << "  lr " << std::setprecision(5) << s.lr
+     << "  train loss " << std::setprecision(4) << s.train_loss << "  top1 " << std::setprecision(2)
+     << s.train_top1 << "%  test loss " << std::setprecision(4) << s.test_loss
+     << (std::isfinite(s.test_loss) ? "" : " (not finite)") << "  top1 " << std::setprecision(2)
+     << s.test_top1 << "%  top5 " << s.test_top5 << "%  " << s.seconds << " s  "
+     << std::setprecision(0) << s.images_per_s << " img/s";
+  return os.str();
+}
+
 TrainConfig resume_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
   ND_CHECK(fs::exists(path), "cannot resume: ", path, " does not exist");
@@ -158,7 +213,11 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const std::string dir = result.output_dir;
   Generator data_gen(cfg.seed ^ 0x5eed5eed5eedULL);
   TrainingProgress progress;
-  if (resuming) {
+  const data::FloatStorage save_dtype = data::parse_float_storage(cfg.save_dtype, "--save-dtype");
+  // A run killed before its first checkpoint has only config.json: it starts again.
+  const bool has_checkpoint =
+      fs::exists(dir + "/training_state.safetensors") || fs::exists(dir + "/last.safetensors");
+  if (resuming && has_checkpoint) {
     load_training_checkpoint(dir, *net, *opt, progress);
     data_gen.set_state(progress.data_rng);
     ND_CHECK(progress.epochs_done <= cfg.epochs, "the run in ", dir, " already has ",
@@ -168,20 +227,19 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   std::ofstream steps_csv;
   if (cfg.write_files) {
     fs::create_directories(dir);
+    if (resuming) remove_stale_temporaries(dir);
+    // Killed between the state and the exported weights: export them again.
+    if (resuming && has_checkpoint &&
+        weights_epoch(dir + "/last.safetensors") != progress.epochs_done)
+      save_weights(dir + "/last.safetensors", *net, progress.epochs_done, save_dtype);
     data::write_file_atomic(dir + "/config.json", to_json(cfg));
     std::string summary = kSummaryHeader;
     for (const auto& s : progress.history) summary += summary_row(s);
     data::write_file_atomic(dir + "/summary.csv", summary);
     // steps.csv keeps the steps up to the checkpoint (a run stopped mid-epoch wrote more).
     std::string steps = "step,epoch,lr,loss\n";
-    if (resuming && fs::exists(dir + "/steps.csv")) {
-      std::istringstream old(read_file(dir + "/steps.csv"));
-      std::string line;
-      std::getline(old, line);
-      while (std::getline(old, line))
-        if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= progress.step)
-          steps += line + "\n";
-    }
+    if (resuming && fs::exists(dir + "/steps.csv"))
+      steps += kept_step_rows(read_file(dir + "/steps.csv"), progress.step);
     data::write_file_atomic(dir + "/steps.csv", steps);
     steps_csv.open(dir + "/steps.csv", std::ios::app);
     ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
@@ -190,7 +248,11 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
       << device.str() << ", " << net->num_parameters() << " parameters"
-      << (resuming ? ", resuming after epoch " + std::to_string(progress.epochs_done) : "") << "\n";
+      << (resuming ? has_checkpoint
+                         ? ", resuming after epoch " + std::to_string(progress.epochs_done)
+                         : ", no checkpoint yet: starting from epoch 0"
+                   : "")
+      << "\n";
 
   std::string train_report = bad_image_report(*data.train);
   for (const std::string& report : {train_report, bad_image_report(*data.test)})
@@ -240,7 +302,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
                   << steps_per_epoch << "] loss " << std::fixed << std::setprecision(4)
                   << loss_sum / double(seen) << std::flush;
     };
+    const std::string epoch_name = "during epoch " + std::to_string(epoch + 1);
     while (train_loader.next(b)) {
+      stop_if_requested(epoch_name, dir, progress.epochs_done, cfg.write_files);
       const double lr = cfg.lr_scheduler == "cosine"
                             ? cosine_lr(cfg.lr, step, total_steps)
                             : multistep_lr(cfg.lr, epoch, milestones, cfg.multistep_gamma);
@@ -258,8 +322,12 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
       if (int64_t(pending.size()) >= kStepsPerSync) flush();
     }
     flush();
+    stop_if_requested(epoch_name, dir, progress.epochs_done, cfg.write_files);
     const double train_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    const EvalResult test = evaluate(*net, test_loader, test_count, loss_kind, device);
+    const EvalResult test = evaluate(*net, test_loader, test_count, loss_kind, device, [&] {
+      stop_if_requested("in the test pass of epoch " + std::to_string(epoch + 1), dir,
+                        progress.epochs_done, cfg.write_files);
+    });
     EpochStats s;
     s.epoch = epoch + 1;
     s.lr = epoch_lr;
@@ -277,20 +345,22 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     progress.data_rng = data_gen.state();
     if (cfg.write_files) {
       steps_csv.flush();
-      if (s.test_top1 > progress.best_top1) {
-        progress.best_top1 = s.test_top1;
-        save_weights(dir + "/best.safetensors", *net, s.epoch);
+      try {
+        if (s.test_top1 > progress.best_top1) {
+          progress.best_top1 = s.test_top1;
+          save_weights(dir + "/best.safetensors", *net, s.epoch, save_dtype);
+        }
+        save_training_checkpoint(dir, *net, *opt, progress, save_dtype);
+      } catch (const Error& e) {
+        ND_FAIL(e.what(), "; epoch ", s.epoch, " is lost",
+                s.epoch > 1 ? ", the checkpoint of epoch " + std::to_string(s.epoch - 1) + " in " +
+                                  dir + " is intact (nd-train --resume " + dir + ")"
+                            : std::string());
       }
-      save_training_checkpoint(dir, *net, *opt, progress);
       std::ofstream(dir + "/summary.csv", std::ios::app) << summary_row(s) << std::flush;
     }
     if (progress_line) std::cout << "\r\033[K" << std::flush;
-    log << std::fixed << "epoch " << std::setw(3) << s.epoch << "  lr " << std::setprecision(5)
-        << s.lr << "  train loss " << std::setprecision(4) << s.train_loss << "  top1 "
-        << std::setprecision(2) << s.train_top1 << "%  test loss " << std::setprecision(4)
-        << s.test_loss << "  top1 " << std::setprecision(2) << s.test_top1 << "%  top5 "
-        << s.test_top5 << "%  " << s.seconds << " s  " << std::setprecision(0) << s.images_per_s
-        << " img/s" << std::endl;
+    log << epoch_line(s) << std::endl;
     const std::string report = bad_image_report(*data.train);  // new replacements this epoch
     if (report != train_report) log << report << "\n";
     train_report = report;

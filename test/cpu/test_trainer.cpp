@@ -14,31 +14,16 @@
 #include "test/compare.h"
 #include "test/data_dir.h"
 #include "test/net_tables.h"
+#include "test/run_fixtures.h"
 #include "test/temp_dir.h"
 
 using namespace nd;
+using test::fashion_slice;
+using test::read_text;
+using test::require_same_tensors;
 namespace fs = std::filesystem;
 
 namespace {
-
-TrainConfig fashion_slice(const std::string& arch, const std::string& norm,
-                          const std::string& out) {
-  TrainConfig cfg;
-  cfg.dataset = "fashion-mnist";
-  cfg.data_dir = test::fashion_mnist_dir();
-  cfg.arch = arch;
-  cfg.norm = norm;
-  cfg.device = "cpu";
-  cfg.epochs = 2;
-  cfg.batch_size = 64;
-  cfg.weight_decay = 5e-4;
-  cfg.train_limit = 320;
-  cfg.test_limit = 128;
-  cfg.progress = 0;
-  cfg.workers = 2;
-  cfg.output = out;
-  return cfg;
-}
 
 // CIFAR-10 binary files (the published layout) whose classes differ in colour and texture, so a
 // network can learn them: n_train images spread over data_batch_1..5, n_test in test_batch.
@@ -61,23 +46,6 @@ void write_cifar10(const std::string& dir, int64_t n_train, int64_t n_test) {
   for (int b = 1; b <= 5; ++b)
     write(dir + "/data_batch_" + std::to_string(b) + ".bin", n_train / 5);
   write(dir + "/test_batch.bin", n_test);
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void require_same_tensors(const std::map<std::string, Tensor>& a,
-                          const std::map<std::string, Tensor>& b) {
-  REQUIRE(a.size() == b.size());
-  for (const auto& [name, t] : a) {
-    INFO(name);
-    REQUIRE(b.count(name));
-    CHECK(t.to_vector<double>() == b.at(name).to_vector<double>());
-  }
 }
 
 // Two epochs straight against one epoch (--stop-after 1), then --resume to two: same weights,
@@ -142,6 +110,11 @@ TEST_CASE("resume is exact: 2 epochs equal 1 epoch + --resume to 2, bitwise", "[
     TrainConfig cfg = fashion_slice("mlp", "bn", "");
     cfg.optimizer = "adam";
     cfg.lr = 0.003;
+    check_exact_resume(cfg, dir);
+  }
+  SECTION("MLP with batch norm, SGD, weights exported as BF16 (the state stays exact)") {
+    TrainConfig cfg = fashion_slice("mlp", "bn", "");
+    cfg.save_dtype = "BF16";
     check_exact_resume(cfg, dir);
   }
   SECTION("MobileNetV2 with deconvolution (frozen stem) on CIFAR-format files") {
