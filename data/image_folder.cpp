@@ -12,6 +12,7 @@
 #include <set>
 #include <utility>
 
+#include "data/image_format.h"
 #include "kernels/error.h"
 
 #if ND_WITH_STB
@@ -58,133 +59,6 @@ std::vector<std::string> list_class_files(const fs::path& dir) {
 }
 
 #if ND_WITH_STB
-// The image formats accepted, recognised by their first bytes. stb_image knows more (TGA, PSD,
-// HDR, PIC, ...); those are refused, so a damaged file is never guessed into a rarely used decoder.
-struct ImageFormat {
-  const char* name;
-  const char* magic;
-  size_t magic_bytes;
-  // The most pixels one byte of such a file can encode, so a header claiming a huge image in a
-  // small file fails before stb_image allocates for it: BMP 1 bit per pixel; binary PGM/PPM 1 byte;
-  // PNG 1 bit per pixel behind deflate's 1032:1; JPEG at least 1 bit per 8x8 block (the DC
-  // coefficient); GIF LZW codes of 12 bits for up to 4096 pixels (rounded up from 2731).
-  uint64_t pixels_per_byte;
-};
-
-const ImageFormat kImageFormats[] = {
-    {"PNG", "\x89PNG\r\n\x1a\n", 8, 8 * 1032},
-    {"JPEG", "\xff\xd8\xff", 3, 512},
-    {"BMP", "BM", 2, 8},
-    {"GIF", "GIF87a", 6, 4096},
-    {"GIF", "GIF89a", 6, 4096},
-    {"PGM", "P5", 2, 1},
-    {"PPM", "P6", 2, 1},
-};
-
-constexpr const char* kKnownFormats = "PNG, JPEG, BMP, GIF, binary PGM/PPM";
-
-// Larger images are refused whatever the file size (8192 x 8192; stb_image then allocates at most
-// about 540 MB for one buffer, a 16-bit RGBA PNG's).
-constexpr uint64_t kMaxImagePixels = uint64_t{1} << 26;
-
-const ImageFormat* find_image_format(const uint8_t* head, size_t bytes) {
-  for (const ImageFormat& f : kImageFormats)
-    if (bytes >= f.magic_bytes && std::memcmp(head, f.magic, f.magic_bytes) == 0) return &f;
-  return nullptr;
-}
-
-uint32_t le(const uint8_t* p, int bytes) {
-  uint32_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-// Where the pixels of a binary PGM/PPM start (after "P5"/"P6", width, height and maxval, with
-// comments, then one whitespace byte) and their bytes per sample, parsed as stb_image does; 0 when
-// the header does not end within `head`.
-size_t pnm_data_start(const uint8_t* head, size_t n, int* sample_bytes) {
-  size_t i = 2;
-  long value = 0;
-  for (int field = 0; field < 3; ++field) {
-    while (i < n && (std::isspace(head[i]) || head[i] == '#')) {
-      if (head[i] == '#')
-        while (i < n && head[i] != '\n' && head[i] != '\r') ++i;
-      else
-        ++i;
-    }
-    if (i >= n || !std::isdigit(head[i])) return 0;
-    value = 0;
-    while (i < n && std::isdigit(head[i]) && value < 1'000'000'000)
-      value = value * 10 + (head[i++] - '0');
-  }
-  *sample_bytes = value > 255 ? 2 : 1;
-  return i < n ? i + 1 : 0;
-}
-
-// The bytes an uncompressed BMP or binary PGM/PPM of width x height needs (stb_image fills
-// missing BMP rows with zeros and leaves missing PNM pixels uninitialised instead of failing), or
-// 0 for the compressed formats and headers this cannot tell.
-uint64_t uncompressed_bytes_needed(const ImageFormat& format, const uint8_t* head, size_t n,
-                                   int width, int height) {
-  const std::string name = format.name;
-  if (name == "BMP" && n >= 30) {
-    const uint32_t offset = le(head + 10, 4), header = le(head + 14, 4);
-    const uint32_t bits = header == 12 ? le(head + 24, 2) : le(head + 28, 2);
-    const uint32_t compression = header == 12 || n < 34 ? 0 : le(head + 30, 4);
-    if (compression != 0 && compression != 3) return 0;  // RLE: stb_image refuses it anyway
-    const uint64_t row_bytes = (uint64_t(width) * bits + 7) / 8, padded = (row_bytes + 3) / 4 * 4;
-    // The last row's padding is often left out.
-    return std::max<uint64_t>(offset, 14 + header) + padded * uint64_t(height - 1) + row_bytes;
-  }
-  if (name == "PGM" || name == "PPM") {
-    int sample_bytes = 1;
-    const size_t start = pnm_data_start(head, n, &sample_bytes);
-    if (start == 0) return 0;
-    return start +
-           uint64_t(width) * uint64_t(height) * (name == "PPM" ? 3 : 1) * uint64_t(sample_bytes);
-  }
-  return 0;
-}
-
-// Empty when every PNG chunk lies inside the file, else the reason: stb_image allocates an IDAT
-// chunk's claimed length before reading it.
-std::string png_chunk_problem(const uint8_t* bytes, size_t n) {
-  size_t at = 8;
-  while (at + 8 <= n) {
-    const uint64_t length = (uint64_t(bytes[at]) << 24) | (uint64_t(bytes[at + 1]) << 16) |
-                            (uint64_t(bytes[at + 2]) << 8) | bytes[at + 3];
-    const std::string type(reinterpret_cast<const char*>(bytes + at + 4), 4);
-    if (length + 12 > n - at)
-      return "truncated PNG: chunk '" + type + "' at byte " + std::to_string(at) + " claims " +
-             std::to_string(length) + " bytes, the file has " + std::to_string(n - at - 12) +
-             " after its header";
-    if (type == "IEND") break;
-    at += size_t(length) + 12;
-  }
-  return {};
-}
-
-// Empty when an image of the format and size claimed fits the file (`head`: its first bytes),
-// else the reason.
-std::string size_problem(const ImageFormat& format, const uint8_t* head, size_t n, int width,
-                         int height, uint64_t file_bytes) {
-  const uint64_t pixels = uint64_t(width) * uint64_t(height);
-  if (pixels > kMaxImagePixels)
-    return std::string("its ") + format.name + " header claims " + std::to_string(width) + "x" +
-           std::to_string(height) + " pixels, over this reader's limit of " +
-           std::to_string(kMaxImagePixels) + " (8192 x 8192)";
-  if (pixels > format.pixels_per_byte * file_bytes)
-    return std::string("its ") + format.name + " header claims " + std::to_string(width) + "x" +
-           std::to_string(height) + " pixels, more than a file of " + std::to_string(file_bytes) +
-           " bytes can encode (the header is damaged)";
-  const uint64_t needed = uncompressed_bytes_needed(format, head, n, width, height);
-  if (needed > file_bytes)
-    return std::string("truncated ") + format.name + ": " + std::to_string(width) + "x" +
-           std::to_string(height) + " pixels need " + std::to_string(needed) +
-           " bytes, the file has " + std::to_string(file_bytes);
-  return {};
-}
-
 std::vector<uint8_t> read_file(const std::string& path) {
   errno = 0;
   std::ifstream in(path, std::ios::binary);
@@ -195,25 +69,40 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-// Empty when the file starts like an accepted format, stb_image can read its header and the size
-// claimed fits the file; else the reason. Reads only the start of the file.
+// Bytes of a file's start read to check its header: enough for the segments before a JPEG's
+// frame header in nearly every file (EXIF and ICC profiles); the whole file is read otherwise.
+constexpr size_t kHeaderBytes = 256 * 1024;
+
+// Empty when the file starts like an accepted format, its start passes image_data_problem,
+// stb_image reads its header and the size claimed fits the file; else the reason. Damage beyond
+// the header shows when the file is decoded.
 std::string header_problem(const std::string& path) {
   errno = 0;
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::string("cannot read (") + std::strerror(errno ? errno : ENOENT) + ")";
-  uint8_t head[512] = {};
-  in.read(reinterpret_cast<char*>(head), sizeof head);
-  const size_t head_bytes = size_t(in.gcount());
-  const ImageFormat* format = find_image_format(head, head_bytes);
-  if (!format) return std::string("not an image in a known format (") + kKnownFormats + ")";
   std::error_code ec;
-  const uint64_t bytes = uint64_t(fs::file_size(path, ec));
+  const uint64_t file_bytes = uint64_t(fs::file_size(path, ec));
+  if (ec) return "cannot read (" + ec.message() + ")";
+  std::vector<uint8_t> head(size_t(std::min<uint64_t>(file_bytes, kHeaderBytes)));
+  in.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size()));
+  head.resize(size_t(in.gcount()));
+  const ImageFormat* format = find_image_format(head.data(), head.size());
+  if (!format) return std::string("not an image in a known format (") + kKnownImageFormats + ")";
   int width = 0, height = 0, channels = 0;
-  if (ec || stbi_info(path.c_str(), &width, &height, &channels) != 1 || width <= 0 || height <= 0) {
-    const char* reason = stbi_failure_reason();
-    return std::string("not a readable image (") + (reason ? reason : "unknown format") + ")";
+  for (bool whole = head.size() == file_bytes;; whole = true) {
+    if (whole && head.size() < file_bytes) head = read_file(path);
+    std::string problem = image_data_problem(*format, head.data(), head.size(), false);
+    if (!problem.empty()) return "not a readable image (" + problem + ")";
+    if (stbi_info_from_memory(head.data(), int(head.size()), &width, &height, &channels) == 1 &&
+        width > 0 && height > 0)
+      break;
+    if (whole) {
+      const char* reason = stbi_failure_reason();
+      return std::string("not a readable image (") + (reason ? reason : "unknown format") + ")";
+    }
   }
-  const std::string problem = size_problem(*format, head, head_bytes, width, height, bytes);
+  const std::string problem =
+      image_size_problem(*format, head.data(), head.size(), file_bytes, width, height);
   return problem.empty() ? problem : "not a readable image (" + problem + ")";
 }
 #endif
@@ -236,17 +125,16 @@ RgbImage decode_image_file(const std::string& path) {
            " bytes is over stb_image's 2 GiB limit");
   const ImageFormat* format = find_image_format(bytes.data(), bytes.size());
   ND_CHECK(format, "cannot decode image ", path, ": not an image in a known format (",
-           kKnownFormats, ")");
+           kKnownImageFormats, ")");
+  std::string problem = image_data_problem(*format, bytes.data(), bytes.size(), true);
+  ND_CHECK(problem.empty(), "cannot decode image ", path, ": ", problem);
   int width = 0, height = 0, channels = 0;
   if (stbi_info_from_memory(bytes.data(), int(bytes.size()), &width, &height, &channels) != 1) {
     const char* reason = stbi_failure_reason();
     ND_FAIL("cannot decode image ", path, ": ", reason ? reason : "unknown error",
             " (corrupt, truncated or not an image)");
   }
-  std::string problem =
-      size_problem(*format, bytes.data(), bytes.size(), width, height, bytes.size());
-  if (problem.empty() && std::string(format->name) == "PNG")
-    problem = png_chunk_problem(bytes.data(), bytes.size());
+  problem = image_size_problem(*format, bytes.data(), bytes.size(), bytes.size(), width, height);
   ND_CHECK(problem.empty(), "cannot decode image ", path, ": ", problem);
   // 3 requested channels: stb_image replicates gray and drops alpha.
   stbi_uc* pixels =

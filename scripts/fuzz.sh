@@ -52,9 +52,9 @@ run_harness() {
     -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || status=$?
   local execs cov ft took
   execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-  ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-  took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 | awk '{print $5}')
+  cov=$( (grep -o 'cov: [0-9]*' "$log" || true) | tail -1 | awk '{print $2}')
+  ft=$( (grep -o 'ft: [0-9]*' "$log" || true) | tail -1 | awk '{print $2}')
+  took=$( (grep -o 'Done [0-9]* runs in [0-9]* second' "$log" || true) | tail -1 | awk '{print $5}')
   local found
   found=$(find "$artifacts" -type f | wc -l)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$h" "${took:-?}" "${execs:-?}" "${cov:-?}" "${ft:-?}" \

@@ -167,7 +167,9 @@ TEST_CASE("images: a header claiming more pixels than the file can encode fails 
   }
   SECTION("PNG 9000 x 9000, over the limit whatever the file size") {
     Bytes b = png_header(9000, 9000);
-    b.resize(b.size() + 20'000'000, 0);
+    put_be(b, 20'000'000, 4);  // an ancillary chunk to make the file big enough
+    for (char c : std::string("zzZz")) b.push_back(uint8_t(c));
+    b.resize(b.size() + 20'000'004, 0);
     require_refused(b, "PNG", "over this reader's limit of 67108864");
   }
   SECTION("PNG whose IDAT chunk claims 1 GB (stb_image would allocate it first)") {
@@ -178,6 +180,17 @@ TEST_CASE("images: a header claiming more pixels than the file can encode fails 
     write_bytes(path, b);
     nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
                                    {"truncated PNG: chunk 'IDAT'", "claims 1073741824 bytes"});
+  }
+  SECTION("JPEG Huffman table of 300 codes (stb_image would write past its arrays)") {
+    Bytes b = {0xff, 0xd8, 0xff, 0xc4};
+    put_be(b, 2 + 17 + 300, 2);
+    b.push_back(0x00);  // DC table 0
+    for (int i = 0; i < 16; ++i) b.push_back(i == 14 ? 45 : i == 15 ? 255 : 0);
+    b.resize(b.size() + 300, 1);
+    b.insert(b.end(), {0xff, 0xd9});
+    write_bytes(path, b);
+    nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
+                                   {"corrupt JPEG: a Huffman table at byte 6 has 300 codes"});
   }
   SECTION("GIF canvas 8000 x 8000") {
     Bytes b = {'G', 'I', 'F', '8', '9', 'a'};
