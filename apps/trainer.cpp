@@ -252,7 +252,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
                          ? ", resuming after epoch " + std::to_string(progress.epochs_done)
                          : ", no checkpoint yet: starting from epoch 0"
                    : "")
-      << "\n";
+      << std::endl;
 
   std::string train_report = bad_image_report(*data.train);
   for (const std::string& report : {train_report, bad_image_report(*data.test)})
