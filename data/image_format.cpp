@@ -92,45 +92,110 @@ std::string png_chunk_problem(const uint8_t* bytes, size_t n) {
   return {};
 }
 
-// Empty when every Huffman table of the JPEG has at most 256 codes (stb_image writes past its
-// arrays otherwise), else the reason. Walks the marker segments as stb_image reads them, through
-// the entropy-coded data after each SOS (DHT segments may come between progressive scans).
-std::string jpeg_table_problem(const uint8_t* bytes, size_t n) {
-  size_t at = 2;
-  while (at + 4 <= n) {
-    if (bytes[at] != 0xff) return {};  // not at a marker: leave it to stb_image
-    const uint8_t marker = bytes[at + 1];
-    if (marker == 0xff) {  // fill byte
-      ++at;
-      continue;
+// The JPEG bytes as stb_image's stbi__get8 serves them: 0 past the end.
+struct JpegReader {
+  const uint8_t* bytes;
+  size_t n;
+  size_t at;
+  bool eof() const { return at >= n; }
+  uint32_t get8() { return at < n ? bytes[at++] : 0; }
+  uint32_t get16() {
+    const uint32_t high = get8();
+    return (high << 8) | get8();
+  }
+  void skip(size_t k) { at = k > n - std::min(at, n) ? n : at + k; }
+};
+
+constexpr uint32_t kNoMarker = 0xff;  // stb_image's STBI__MARKER_none
+
+// stbi__get_marker: kNoMarker unless at 0xff, fill bytes skipped.
+uint32_t jpeg_marker(JpegReader& r) {
+  uint32_t x = r.get8();
+  if (x != 0xff) return kNoMarker;
+  while (x == 0xff) x = r.get8();
+  return x;
+}
+
+// One marker segment as stbi__process_marker reads it; false where stb_image fails (then nothing
+// further is read), with *problem set when the segment would make it write out of bounds.
+bool jpeg_segment(JpegReader& r, uint32_t marker, std::string* problem) {
+  if (marker == 0xdd) {  // DRI
+    if (r.get16() != 4) return false;
+    r.get16();
+    return true;
+  }
+  if (marker == 0xdb) {  // DQT: tables of 64 samples of 8 or 16 bits
+    long left = long(r.get16()) - 2;
+    while (left > 0) {
+      const uint32_t q = r.get8(), precision = q >> 4;
+      if (precision > 1 || (q & 15) > 3) return false;
+      r.skip(precision ? 128 : 64);
+      left -= precision ? 129 : 65;
     }
-    if (marker == 0xd9) return {};                               // EOI
-    if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {  // no length
-      at += 2;
-      continue;
-    }
-    const size_t length = (size_t(bytes[at + 2]) << 8) | bytes[at + 3];
-    if (marker == 0xc4) {
-      // As stb_image: tables while the segment's count is positive, each a class/id byte, 16
-      // code counts and that many values, read on even past the segment.
-      long left = long(length) - 2;
-      size_t p = at + 4;
-      while (left > 0 && p + 17 <= n) {
-        size_t codes = 0;
-        for (size_t i = 1; i <= 16; ++i) codes += bytes[p + i];
-        if (codes > 256)
-          return "corrupt JPEG: a Huffman table at byte " + std::to_string(p) + " has " +
-                 std::to_string(codes) + " codes, at most 256 are possible";
-        p += 17 + codes;
-        left -= long(17 + codes);
+    return left == 0;
+  }
+  if (marker == 0xc4) {  // DHT: class/id, 16 code counts, that many values; tables while left
+    long left = long(r.get16()) - 2;
+    while (left > 0) {
+      const size_t table = r.at;
+      const uint32_t q = r.get8();
+      if ((q >> 4) > 1 || (q & 15) > 3) return false;
+      size_t codes = 0;
+      for (int i = 0; i < 16; ++i) codes += r.get8();
+      if (codes > 256) {
+        *problem = "corrupt JPEG: a Huffman table at byte " + std::to_string(table) + " has " +
+                   std::to_string(codes) + " codes, at most 256 are possible";
+        return false;
       }
+      r.skip(codes);
+      left -= long(17 + codes);
     }
-    at += 2 + length;
-    if (marker == 0xda) {  // entropy-coded data up to the next marker
-      while (at + 1 < n && !(bytes[at] == 0xff && bytes[at + 1] != 0 &&
-                             !(bytes[at + 1] >= 0xd0 && bytes[at + 1] <= 0xd7)))
-        ++at;
+    return left == 0;
+  }
+  if ((marker >= 0xe0 && marker <= 0xef) || marker == 0xfe) {  // APPn, COM
+    const uint32_t length = r.get16();
+    if (length < 2) return false;
+    r.skip(length - 2);
+    return true;
+  }
+  return false;  // stb_image: unknown marker
+}
+
+// Empty when no Huffman table stb_image would build from the JPEG has more than 256 codes (it
+// writes past its arrays then), else the reason. Reads the segments in stb_image's order:
+// stbi__decode_jpeg_header up to the frame header (scanning forward to the next 0xff between
+// segments), then stbi__decode_jpeg_image's scans (entropy-coded data up to the next marker) and
+// the segments between them, up to EOI.
+std::string jpeg_table_problem(const uint8_t* bytes, size_t n) {
+  JpegReader r{bytes, n, 2};
+  std::string problem;
+  uint32_t marker = jpeg_marker(r);
+  while (marker < 0xc0 || marker > 0xc2) {  // SOF0-SOF2
+    if (!jpeg_segment(r, marker, &problem)) return problem;
+    marker = jpeg_marker(r);
+    while (marker == kNoMarker) {
+      if (r.eof()) return {};
+      marker = jpeg_marker(r);
     }
+  }
+  const uint32_t frame = r.get16();
+  if (frame < 2) return {};
+  r.skip(frame - 2);
+  marker = jpeg_marker(r);
+  while (marker != 0xd9 && !r.eof()) {  // EOI
+    if (marker == 0xda) {               // SOS, then the entropy-coded data
+      const uint32_t header = r.get16();
+      if (header < 2) return {};
+      r.skip(header - 2);
+      while (r.at + 1 < n && !(bytes[r.at] == 0xff && bytes[r.at + 1] != 0 &&
+                               (bytes[r.at + 1] < 0xd0 || bytes[r.at + 1] > 0xd7)))
+        ++r.at;
+    } else if (marker == 0xdc) {  // DNL
+      r.skip(4);
+    } else if (!jpeg_segment(r, marker, &problem)) {
+      return problem;
+    }
+    marker = jpeg_marker(r);
   }
   return {};
 }
