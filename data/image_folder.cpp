@@ -134,6 +134,8 @@ RgbImage decode_image_file(const std::string& path) {
     ND_FAIL("cannot decode image ", path, ": ", reason ? reason : "unknown error",
             " (corrupt, truncated or not an image)");
   }
+  ND_CHECK(width > 0 && height > 0, "cannot decode image ", path, ": its ", format->name,
+           " header claims ", width, "x", height, " pixels (the file is damaged)");
   problem = image_size_problem(*format, bytes.data(), bytes.size(), bytes.size(), width, height);
   ND_CHECK(problem.empty(), "cannot decode image ", path, ": ", problem);
   // 3 requested channels: stb_image replicates gray and drops alpha.

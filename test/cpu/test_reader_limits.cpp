@@ -192,6 +192,12 @@ TEST_CASE("images: a header claiming more pixels than the file can encode fails 
     nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
                                    {"corrupt JPEG: a Huffman table at byte 6 has 300 codes"});
   }
+  SECTION("PPM of width 0 (stb_image decodes it to nothing)") {
+    const std::string ppm = "P6\n0 3\n255\n";
+    write_bytes(path, Bytes(ppm.begin(), ppm.end()));
+    nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
+                                   {"its PPM header claims 0x3 pixels"});
+  }
   SECTION("GIF canvas 8000 x 8000") {
     Bytes b = {'G', 'I', 'F', '8', '9', 'a'};
     put_le(b, 8000, 2);
