@@ -25,12 +25,19 @@ uint32_t le(const uint8_t* p, int bytes) {
   return v;
 }
 
-// Where the pixels of a binary PGM/PPM start (after "P5"/"P6", width, height and maxval, with
-// comments, then one whitespace byte) and their bytes per sample, parsed as stb_image does; 0 when
-// the header does not end within `head`.
-size_t pnm_data_start(const uint8_t* head, size_t n, int* sample_bytes) {
+// A binary PGM/PPM header ("P5"/"P6", width, height and maxval with comments between, then one
+// whitespace byte), parsed as stb_image does.
+struct PnmHeader {
+  size_t data_start = 0;  // 0: the header does not end within the bytes given
+  int sample_bytes = 1;
+  std::string problem;  // a number stb_image would overflow an int reading
+};
+
+PnmHeader parse_pnm_header(const uint8_t* head, size_t n) {
+  static const char* const kFields[] = {"width", "height", "maxval"};
+  PnmHeader h;
   size_t i = 2;
-  long value = 0;
+  uint64_t value = 0;
   for (int field = 0; field < 3; ++field) {
     while (i < n && (std::isspace(head[i]) || head[i] == '#')) {
       if (head[i] == '#')
@@ -38,13 +45,20 @@ size_t pnm_data_start(const uint8_t* head, size_t n, int* sample_bytes) {
       else
         ++i;
     }
-    if (i >= n || !std::isdigit(head[i])) return 0;
+    if (i >= n || !std::isdigit(head[i])) return h;
     value = 0;
-    while (i < n && std::isdigit(head[i]) && value < 1'000'000'000)
-      value = value * 10 + (head[i++] - '0');
+    for (; i < n && std::isdigit(head[i]); ++i) {
+      value = value * 10 + uint64_t(head[i] - '0');
+      if (value > (field < 2 ? (uint64_t{1} << 24) : 65535)) {
+        h.problem = std::string("corrupt PGM/PPM: its ") + kFields[field] + " is over " +
+                    (field < 2 ? "16777216" : "65535");
+        return h;
+      }
+    }
   }
-  *sample_bytes = value > 255 ? 2 : 1;
-  return i < n ? i + 1 : 0;
+  h.sample_bytes = value > 255 ? 2 : 1;
+  h.data_start = i < n ? i + 1 : 0;
+  return h;
 }
 
 // The bytes an uncompressed BMP or binary PGM/PPM of width x height needs (stb_image fills
@@ -63,11 +77,10 @@ uint64_t uncompressed_bytes_needed(const ImageFormat& format, const uint8_t* hea
     return std::max<uint64_t>(offset, 14 + header) + padded * uint64_t(height - 1) + row_bytes;
   }
   if (name == "PGM" || name == "PPM") {
-    int sample_bytes = 1;
-    const size_t start = pnm_data_start(head, n, &sample_bytes);
-    if (start == 0) return 0;
-    return start +
-           uint64_t(width) * uint64_t(height) * (name == "PPM" ? 3 : 1) * uint64_t(sample_bytes);
+    const PnmHeader h = parse_pnm_header(head, n);
+    if (h.data_start == 0) return 0;
+    return h.data_start +
+           uint64_t(width) * uint64_t(height) * (name == "PPM" ? 3 : 1) * uint64_t(h.sample_bytes);
   }
   return 0;
 }
@@ -215,6 +228,7 @@ std::string image_data_problem(const ImageFormat& format, const uint8_t* bytes, 
   const std::string name = format.name;
   if (name == "JPEG") return jpeg_table_problem(bytes, n);
   if (name == "PNG" && whole_file) return png_chunk_problem(bytes, n);
+  if (name == "PGM" || name == "PPM") return parse_pnm_header(bytes, n).problem;
   return {};
 }
 

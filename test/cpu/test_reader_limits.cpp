@@ -198,6 +198,12 @@ TEST_CASE("images: a header claiming more pixels than the file can encode fails 
     nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
                                    {"its PPM header claims 0x3 pixels"});
   }
+  SECTION("PPM whose width has 60 digits (stb_image would overflow an int)") {
+    const std::string ppm = "P6\n" + std::string(60, '6') + " 3\n255\n";
+    write_bytes(path, Bytes(ppm.begin(), ppm.end()));
+    nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
+                                   {"corrupt PGM/PPM: its width is over 16777216"});
+  }
   SECTION("GIF canvas 8000 x 8000") {
     Bytes b = {'G', 'I', 'F', '8', '9', 'a'};
     put_le(b, 8000, 2);
