@@ -58,6 +58,11 @@ PnmHeader parse_pnm_header(const uint8_t* head, size_t n) {
   }
   h.sample_bytes = value > 255 ? 2 : 1;
   h.data_start = i < n ? i + 1 : 0;
+  // stb_image 2.27 converts 16-bit PGM/PPM to RGB with its 8-bit routine, then reads that
+  // buffer as 16-bit samples: past its end.
+  if (value > 255)
+    h.problem = "PGM/PPM of 16-bit samples (maxval " + std::to_string(value) +
+                ") is not supported: convert it to 8 bits or to PNG";
   return h;
 }
 

@@ -1,12 +1,12 @@
 // What an image file must satisfy before stb_image decodes it. Debian's stb_image (2.27) trusts
 // headers: it allocates what a header claims before reading the data, fills missing BMP rows with
 // zeros, leaves missing PGM/PPM pixels uninitialised, overflows an int reading a long PGM/PPM
-// number, allocates a PNG chunk's claimed length, and writes past its arrays for a JPEG Huffman
-// table of more than 256 codes. So a file must start like
-// one of the accepted formats (PNG, JPEG, BMP, GIF, binary PGM/PPM; stb_image's other decoders are
-// never reached); the pixels its header claims must fit what a file of its size can encode, and at
-// most 8192 x 8192; uncompressed formats must hold all their pixels; every PNG chunk must lie
-// inside the file; every JPEG Huffman table must have at most 256 codes.
+// number, reads past a 16-bit PGM/PPM it converted to RGB, allocates a PNG chunk's claimed length,
+// and writes past its arrays for a JPEG Huffman table of more than 256 codes. So a file must start
+// like one of the accepted formats (PNG, JPEG, BMP, GIF, 8-bit binary PGM/PPM; stb_image's other
+// decoders are never reached); the pixels its header claims must fit what a file of its size can
+// encode, and at most 8192 x 8192; uncompressed formats must hold all their pixels; every PNG chunk
+// must lie inside the file; every JPEG Huffman table must have at most 256 codes.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -35,8 +35,8 @@ const ImageFormat* find_image_format(const uint8_t* head, size_t bytes);
 
 // Empty when n bytes of a file (all of it, or its start) may go to stb_image at all, even to
 // read the header (stbi_info processes a JPEG's Huffman tables before the size), else the reason:
-// the JPEG tables within the n bytes, the PGM/PPM header's numbers; with the whole file, also the
-// PNG chunks.
+// the JPEG tables within the n bytes, the PGM/PPM header (numbers within stb_image's limits, 8-bit
+// samples); with the whole file, also the PNG chunks.
 std::string image_data_problem(const ImageFormat& format, const uint8_t* bytes, size_t n,
                                bool whole_file);
 // Empty when the width x height that stbi_info read from the header fit a file of `file_bytes`

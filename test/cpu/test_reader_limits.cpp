@@ -204,6 +204,13 @@ TEST_CASE("images: a header claiming more pixels than the file can encode fails 
     nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
                                    {"corrupt PGM/PPM: its width is over 16777216"});
   }
+  SECTION("16-bit PGM (stb_image would read past its converted buffer)") {
+    std::string pgm = "P5\n1 3\n2566\n";
+    pgm.append(6, 'B');
+    write_bytes(path, Bytes(pgm.begin(), pgm.end()));
+    nd::test::check_error_contains([&] { nd::data::decode_image_file(path); },
+                                   {"16-bit samples (maxval 2566) is not supported"});
+  }
   SECTION("GIF canvas 8000 x 8000") {
     Bytes b = {'G', 'I', 'F', '8', '9', 'a'};
     put_le(b, 8000, 2);
