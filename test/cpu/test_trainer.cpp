@@ -275,6 +275,35 @@ TEST_CASE("nd-infer gives the network's logits and names what is wrong", "[train
   test::check_error_contains([&] { run_inference(cfg); }, {"w2.safetensors", "8.weight"});
 }
 
+TEST_CASE("nd-infer reads F16 and BF16 inputs and weights and refuses a .pth", "[trainer][infer]") {
+  test::TempDir dir("infer_half");
+  NetConfig net_cfg;
+  net_cfg.arch = "mlp";
+  net_cfg.norm = "bn";
+  Generator gen(8);
+  auto net = build_net(net_cfg, gen);
+  Tensor x = normal_tensor({3, 1, 28, 28}, 0, 1, gen);
+  InferConfig cfg = infer_files(net_cfg, *net, x, dir);
+  data::save_safetensors(cfg.weights, net->state_dict(), {}, data::FloatStorage::F16);
+  data::save_safetensors(cfg.input, {{"input", x}}, {}, data::FloatStorage::BF16);
+  const Tensor got = run_inference(cfg);
+  // The same network with the rounded weights, on the rounded input.
+  auto rounded = build_net(net_cfg, gen);
+  rounded->load_state_dict(data::load_safetensors(cfg.weights));
+  rounded->eval();
+  NoGradGuard no_grad;
+  const Tensor want = (*rounded)(data::load_safetensors(cfg.input).at("input"));
+  test::require_close(got, want, 0, 0, "logits of half-precision files");
+  net->eval();
+  CHECK(test::max_abs(ops::sub(got, (*net)(x))) > 0);  // the rounding is there
+
+  std::ofstream(dir.file("model.pth"), std::ios::binary)
+      << std::string("PK\x03\x04\0\0\x08\x08", 8);
+  cfg.weights = dir.file("model.pth");
+  test::check_error_contains([&] { run_inference(cfg); },
+                             {"model.pth", "zip archive", "never unpickled", "save_file"});
+}
+
 TEST_CASE("nd-infer works on every network, in eval and train mode", "[trainer][infer][nets]") {
   test::TempDir dir("infer_all");
   std::vector<test::NetCase> cases = test::cifar_cases();
