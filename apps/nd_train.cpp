@@ -88,10 +88,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--train-limit", cfg.train_limit, "use only the first N training images");
   app.add_option("--test-limit", cfg.test_limit, "use only the first N test images");
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("nd-train: error: ") + e.what() + " (see nd-train --help)\n";
+  });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // --help is a success
   }
   try {
     if (deconv) cfg.norm = "nd";
