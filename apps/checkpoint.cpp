@@ -32,35 +32,36 @@ const std::string& require_meta(const std::map<std::string, std::string>& meta,
   return it->second;
 }
 
-// A whole decimal integer, or nd::Error naming the file and the key.
-int64_t meta_int(const std::map<std::string, std::string>& meta, const std::string& key,
-                 const std::string& path) {
+// The metadata value `key` read whole by parse (std::stoll, std::stod), or nd::Error naming the
+// file and the key.
+template <typename T, typename Parse>
+T meta_number(const std::map<std::string, std::string>& meta, const std::string& key,
+              const std::string& path, Parse parse, const char* kind) {
   const std::string& text = require_meta(meta, key, path);
   size_t used = 0;
-  long long v = 0;
+  T v{};
   try {
-    v = std::stoll(text, &used);
+    v = T(parse(text, &used));
   } catch (const std::exception&) {
     used = 0;
   }
-  ND_CHECK(used > 0 && used == text.size(), path, ": metadata '", key, "' is '", text,
-           "', not an integer; the file is damaged");
-  return int64_t(v);
+  ND_CHECK(used > 0 && used == text.size(), path, ": metadata '", key, "' is '", text, "', not ",
+           kind, "; the file is damaged");
+  return v;
+}
+
+int64_t meta_int(const std::map<std::string, std::string>& meta, const std::string& key,
+                 const std::string& path) {
+  return meta_number<int64_t>(
+      meta, key, path, [](const std::string& t, size_t* used) { return std::stoll(t, used); },
+      "an integer");
 }
 
 double meta_double(const std::map<std::string, std::string>& meta, const std::string& key,
                    const std::string& path) {
-  const std::string& text = require_meta(meta, key, path);
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  ND_CHECK(used > 0 && used == text.size(), path, ": metadata '", key, "' is '", text,
-           "', not a number; the file is damaged");
-  return v;
+  return meta_number<double>(
+      meta, key, path, [](const std::string& t, size_t* used) { return std::stod(t, used); },
+      "a number");
 }
 
 // JSON has no NaN or infinity (nlohmann writes them as null): they are stored as strings.

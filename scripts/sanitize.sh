@@ -4,8 +4,9 @@
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (gcc): nd_tests without the
 #                [nets]-sized runs, the fuzz regression inputs (nd-fuzz replay test/fuzz) and the
 #                crash-safety tests, whose nd-train is the sanitized one.
-#   build-tsan/  ThreadSanitizer: the tests of the threaded loader and of the trainer, which runs
-#                it ([data] loader cases, [trainer], [crash]).
+#   build-tsan/  ThreadSanitizer: nd_thread_tests, the tests of the threaded loader, image folders
+#                and the trainer, crash-safety tests included, without the [nets] and [large]
+#                network-sized runs.
 #   scripts/sanitize.sh [asan|tsan]...   (default: both)
 # Extra CMake arguments can come through ND_SANITIZE_CMAKE_ARGS. Any sanitizer report fails.
 set -euo pipefail
@@ -42,9 +43,9 @@ for kind in "${kinds[@]}"; do
       unset ASAN_OPTIONS UBSAN_OPTIONS
       ;;
     tsan)
-      configure_and_build build-tsan "-fsanitize=thread" nd_tests nd-train
+      configure_and_build build-tsan "-fsanitize=thread" nd_thread_tests nd-train
       export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-      build-tsan/bin/nd_tests "Loader*,ImageFolderDataset*,[trainer]~[nets],[crash]"
+      build-tsan/bin/nd_thread_tests "~[nets]~[large]"
       unset TSAN_OPTIONS
       ;;
     *)
