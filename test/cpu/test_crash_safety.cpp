@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -256,7 +257,7 @@ TEST_CASE("nd-train killed with SIGKILL at any moment resumes to the same weight
           while (Clock::now() < until && !exited(c, &status))
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         } else {
-          const int nth = 1 + int(gen.below(uint64_t(std::min(2, p.per_epoch * left))));
+          const int nth = 1 + int(gen.below(uint64_t(std::clamp(p.per_epoch * left, 1, 2))));
           for (int i = 0; i < nth && status < 0; ++i)
             while (!watch.wait(p.mask, p.name, 50) && status < 0) exited(c, &status);
         }
