@@ -3,7 +3,8 @@
 // no file it reads is torn, at most the current epoch is lost, and the weights end bitwise equal to
 // an uninterrupted run. A checkpoint write that hits the file size limit (RLIMIT_FSIZE, as a full
 // disk would) fails with a clear message, keeps the previous checkpoint and exits non-zero.
-// SIGTERM and SIGINT stop after the step with the last checkpoint kept. The runs are a small MLP on
+// SIGTERM and SIGINT stop after the step with the last checkpoint kept. Errors read
+// "nd-train: error: ..." with source locations only under ND_DEBUG=1. The runs are a small MLP on
 // generated CIFAR-format files, so each start takes milliseconds.
 #include <fcntl.h>
 #include <poll.h>
@@ -58,8 +59,10 @@ struct Child {
 };
 
 // Starts nd-train with `args`, stdout and stderr into `log`; file_limit > 0 sets RLIMIT_FSIZE
-// (with SIGXFSZ ignored, so writes past it fail with EFBIG as on a full disk).
-Child start(const std::vector<std::string>& args, const std::string& log, rlim_t file_limit = 0) {
+// (with SIGXFSZ ignored, so writes past it fail with EFBIG as on a full disk); debug sets
+// ND_DEBUG=1.
+Child start(const std::vector<std::string>& args, const std::string& log, rlim_t file_limit = 0,
+            bool debug = false) {
   Child c;
   c.log = log;
   std::vector<char*> argv;
@@ -75,6 +78,7 @@ Child start(const std::vector<std::string>& args, const std::string& log, rlim_t
     if (fd < 0) _exit(120);
     dup2(fd, 1);
     dup2(fd, 2);
+    if (debug) setenv("ND_DEBUG", "1", 1);
     if (file_limit > 0) {
       signal(SIGXFSZ, SIG_IGN);
       struct rlimit limit = {file_limit, file_limit};
@@ -386,4 +390,32 @@ TEST_CASE("SIGTERM and SIGINT stop after the step and keep the last checkpoint",
     CHECK(read_text(run + "/last.safetensors") == read_text(straight + "/last.safetensors"));
     CHECK(temporaries(run).empty());
   }
+}
+
+TEST_CASE("errors read 'nd-train: error: ...'; source locations only with ND_DEBUG=1",
+          "[crash][messages]") {
+  nd::test::TempDir dir("messages");
+  write_small_cifar(dir.path(), 32, 8);
+  std::vector<std::string> args = run_args(dir.path(), 1);
+  args.push_back("--momentum");
+  args.push_back("1.5");
+  CHECK(wait_for(start(args, dir.file("plain.log"))) == 1);
+  CHECK(read_text(dir.file("plain.log")) ==
+        "nd-train: error: --momentum must be in [0, 1), got 1.5\n");
+  CHECK(wait_for(start(args, dir.file("debug.log"), 0, true)) == 1);
+  const std::string debug = read_text(dir.file("debug.log"));
+  CHECK(std::regex_search(debug, std::regex("^nd-train: error: train_config\\.cpp:[0-9]+: "
+                                            "--momentum must be in \\[0, 1\\), got 1\\.5\n$")));
+  // A missing data directory: one message naming it and what to do, no nested prefixes.
+  CHECK(wait_for(start({"--dataset", "cifar10", "--data-dir", dir.file("none"), "--device", "cpu"},
+                       dir.file("nodata.log"))) == 1);
+  const std::string nodata = read_text(dir.file("nodata.log"));
+  INFO(nodata);
+  CHECK(nodata.rfind("nd-train: error: CIFAR-10 data directory " + dir.file("none") +
+                         " not found: download https://",
+                     0) == 0);
+  CHECK(nodata.find(".cpp:") == std::string::npos);
+  // A flag the parser rejects.
+  CHECK(wait_for(start({"--epochs", "many"}, dir.file("flag.log"))) == 2);
+  CHECK(read_text(dir.file("flag.log")).rfind("nd-train: error: ", 0) == 0);
 }
