@@ -1,18 +1,22 @@
 // Training checkpoints (see checkpoint.h).
 #include "apps/checkpoint.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
-
-#include "data/safetensors.h"
 
 namespace nd {
 
 namespace {
 
-constexpr const char* kStateFormat = "nd-train training state 1";
+// Format 2 holds the model itself ("model.<name>"); format 1 (older runs) kept it only in
+// last.safetensors, which resume then reads.
+constexpr const char* kStateFormat = "nd-train training state 2";
+constexpr const char* kStateFormatWithoutModel = "nd-train training state 1";
+constexpr const char* kModelPrefix = "model.";
 
 std::string exact(double v) {
   char buf[40];
@@ -28,26 +32,86 @@ const std::string& require_meta(const std::map<std::string, std::string>& meta,
   return it->second;
 }
 
-int64_t epoch_of(const std::map<std::string, std::string>& meta, const std::string& path) {
-  return std::stoll(require_meta(meta, "epoch", path));
+// The metadata value `key` read whole by parse (std::stoll, std::stod), or nd::Error naming the
+// file and the key.
+template <typename T, typename Parse>
+T meta_number(const std::map<std::string, std::string>& meta, const std::string& key,
+              const std::string& path, Parse parse, const char* kind) {
+  const std::string& text = require_meta(meta, key, path);
+  size_t used = 0;
+  T v{};
+  try {
+    v = T(parse(text, &used));
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  ND_CHECK(used > 0 && used == text.size(), path, ": metadata '", key, "' is '", text, "', not ",
+           kind, "; the file is damaged");
+  return v;
+}
+
+int64_t meta_int(const std::map<std::string, std::string>& meta, const std::string& key,
+                 const std::string& path) {
+  return meta_number<int64_t>(
+      meta, key, path, [](const std::string& t, size_t* used) { return std::stoll(t, used); },
+      "an integer");
+}
+
+double meta_double(const std::map<std::string, std::string>& meta, const std::string& key,
+                   const std::string& path) {
+  return meta_number<double>(
+      meta, key, path, [](const std::string& t, size_t* used) { return std::stod(t, used); },
+      "a number");
+}
+
+// JSON has no NaN or infinity (nlohmann writes them as null): they are stored as strings.
+nlohmann::json number_json(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return v;
+}
+
+double number_from_json(const nlohmann::json& j, const std::string& path) {
+  if (j.is_number()) return j.get<double>();
+  if (j.is_string()) {
+    const std::string& s = j.get_ref<const std::string&>();
+    if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
+    if (s == "inf") return std::numeric_limits<double>::infinity();
+    if (s == "-inf") return -std::numeric_limits<double>::infinity();
+  }
+  ND_FAIL(path, ": the history holds ", j.dump(), " where a number belongs; the file is damaged");
 }
 
 nlohmann::json history_json(const std::vector<EpochStats>& history) {
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& s : history)
-    out.push_back({s.epoch, s.lr, s.train_loss, s.train_top1, s.test_loss, s.test_top1, s.test_top5,
-                   s.seconds, s.images_per_s});
+  for (const auto& s : history) {
+    nlohmann::json row = nlohmann::json::array({s.epoch});
+    for (double v : {s.lr, s.train_loss, s.train_top1, s.test_loss, s.test_top1, s.test_top5,
+                     s.seconds, s.images_per_s})
+      row.push_back(number_json(v));
+    out.push_back(row);
+  }
   return out;
 }
 
-std::vector<EpochStats> history_from_json(const nlohmann::json& j) {
+std::vector<EpochStats> history_from_json(const std::string& text, const std::string& path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    ND_FAIL(path, ": the history in the metadata is not valid JSON (", e.what(),
+            "); the file is damaged");
+  }
+  ND_CHECK(j.is_array(), path, ": the history in the metadata is not a JSON array");
   std::vector<EpochStats> out;
   for (const auto& r : j) {
+    ND_CHECK(r.is_array() && r.size() == 9 && r[0].is_number_integer(), path, ": a history row is ",
+             r.dump(), ", not [epoch, 8 numbers]; the file is damaged");
     EpochStats s;
-    s.epoch = r.at(0).get<int64_t>();
+    s.epoch = r[0].get<int64_t>();
     double* fields[] = {&s.lr,        &s.train_loss, &s.train_top1, &s.test_loss,
                         &s.test_top1, &s.test_top5,  &s.seconds,    &s.images_per_s};
-    for (size_t i = 0; i < 8; ++i) *fields[i] = r.at(i + 1).get<double>();
+    for (size_t i = 0; i < 8; ++i) *fields[i] = number_from_json(r[i + 1], path);
     out.push_back(s);
   }
   return out;
@@ -64,8 +128,9 @@ void load_into(Module& net, const std::map<std::string, Tensor>& tensors, const 
 
 }  // namespace
 
-void save_weights(const std::string& path, const Module& net, int64_t epoch) {
-  data::save_safetensors(path, net.state_dict(), {{"epoch", std::to_string(epoch)}});
+void save_weights(const std::string& path, const Module& net, int64_t epoch,
+                  data::FloatStorage floats) {
+  data::save_safetensors(path, net.state_dict(), {{"epoch", std::to_string(epoch)}}, floats);
 }
 
 void load_weights(const std::string& path, Module& net) {
@@ -73,10 +138,20 @@ void load_weights(const std::string& path, Module& net) {
   load_into(net, data::load_safetensors(path), path);
 }
 
+int64_t weights_epoch(const std::string& path) {
+  try {
+    std::map<std::string, std::string> meta;
+    data::load_safetensors(path, &meta);
+    return meta_int(meta, "epoch", path);
+  } catch (const Error&) {
+    return -1;
+  }
+}
+
 void save_training_checkpoint(const std::string& dir, const Module& net, const Optimizer& opt,
-                              const TrainingProgress& progress) {
-  save_weights(dir + "/last.safetensors", net, progress.epochs_done);
+                              const TrainingProgress& progress, data::FloatStorage floats) {
   std::map<std::string, Tensor> state;
+  for (const auto& [name, t] : net.state_dict()) state[kModelPrefix + name] = t;
   const auto params = net.named_parameters();
   ND_CHECK(params.size() == opt.params().size(), "optimizer and model disagree on parameters");
   for (size_t i = 0; i < params.size(); ++i)
@@ -96,25 +171,37 @@ void save_training_checkpoint(const std::string& dir, const Module& net, const O
                           {"best_top1", exact(progress.best_top1)},
                           {"data_rng", rng},
                           {"history", history_json(progress.history).dump()}});
+  save_weights(dir + "/last.safetensors", net, progress.epochs_done, floats);
 }
 
 void load_training_checkpoint(const std::string& dir, Module& net, Optimizer& opt,
                               TrainingProgress& progress) {
   const std::string weights = dir + "/last.safetensors",
                     state_path = dir + "/training_state.safetensors";
-  for (const auto& p : {weights, state_path})
-    ND_CHECK(std::filesystem::exists(p), "cannot resume: ", p,
-             " does not exist (was the run started with --output ", dir, "?)");
-  std::map<std::string, std::string> wmeta, smeta;
-  auto wt = data::load_safetensors(weights, &wmeta);
+  ND_CHECK(std::filesystem::exists(state_path), "cannot resume: ", state_path,
+           " does not exist (was the run started with --output ", dir, "?)");
+  std::map<std::string, std::string> smeta;
   auto st = data::load_safetensors(state_path, &smeta);
-  ND_CHECK(require_meta(smeta, "format", state_path) == kStateFormat, state_path,
-           " has an unknown format '", smeta["format"], "'");
-  const int64_t epoch = epoch_of(smeta, state_path), weights_epoch = epoch_of(wmeta, weights);
-  ND_CHECK(weights_epoch == epoch, "cannot resume: ", weights, " is from epoch ", weights_epoch,
-           " but ", state_path, " from epoch ", epoch,
-           " (the run stopped between the two writes); restart the run");
-  load_into(net, wt, weights);
+  const std::string& format = require_meta(smeta, "format", state_path);
+  ND_CHECK(format == kStateFormat || format == kStateFormatWithoutModel, state_path,
+           " has an unknown format '", format, "'");
+  const int64_t epoch = meta_int(smeta, "epoch", state_path);
+  if (format == kStateFormat) {
+    std::map<std::string, Tensor> model;
+    for (auto& [name, t] : st)
+      if (name.rfind(kModelPrefix, 0) == 0)
+        model[name.substr(std::string(kModelPrefix).size())] = t;
+    load_into(net, model, state_path);
+  } else {
+    std::map<std::string, std::string> wmeta;
+    ND_CHECK(std::filesystem::exists(weights), "cannot resume: ", weights, " does not exist");
+    auto wt = data::load_safetensors(weights, &wmeta);
+    const int64_t weights_epoch = meta_int(wmeta, "epoch", weights);
+    ND_CHECK(weights_epoch == epoch, "cannot resume: ", weights, " is from epoch ", weights_epoch,
+             " but ", state_path, " from epoch ", epoch,
+             " (the run stopped between the two writes); restart the run");
+    load_into(net, wt, weights);
+  }
   const auto params = net.named_parameters();
   for (size_t i = 0; i < params.size(); ++i) {
     const std::string prefix = "optimizer." + params[i].first + ".";
@@ -133,15 +220,14 @@ void load_training_checkpoint(const std::string& dir, Module& net, Optimizer& op
     ND_CHECK(it != st.end(), state_path, " has no state for layer '", name, "'");
     m->set_extra_state(it->second.to_vector<int64_t>());
   }
-  opt.set_steps(std::stoll(require_meta(smeta, "optimizer_steps", state_path)));
+  opt.set_steps(meta_int(smeta, "optimizer_steps", state_path));
   progress.epochs_done = epoch;
-  progress.step = std::stoll(require_meta(smeta, "step", state_path));
-  progress.best_top1 = std::stod(require_meta(smeta, "best_top1", state_path));
+  progress.step = meta_int(smeta, "step", state_path);
+  progress.best_top1 = meta_double(smeta, "best_top1", state_path);
   std::istringstream rng(require_meta(smeta, "data_rng", state_path));
   for (auto& w : progress.data_rng) rng >> w;
   ND_CHECK(bool(rng), state_path, ": malformed data_rng");
-  progress.history =
-      history_from_json(nlohmann::json::parse(require_meta(smeta, "history", state_path)));
+  progress.history = history_from_json(require_meta(smeta, "history", state_path), state_path);
 }
 
 }  // namespace nd

@@ -1,16 +1,19 @@
-// Checkpoints of a training run. DIR/last.safetensors and DIR/best.safetensors hold the model's
-// parameters and buffers under the reference's state_dict names (loadable into PyTorch);
-// DIR/training_state.safetensors holds what an exact resume needs besides them: the optimizer's
-// per-parameter state, each layer's extra state (freeze counters, dropout generators), the data
-// generator, the step and epoch counters and the per-epoch history. Every file is written
-// atomically (temporary file + rename); the weights go first and both carry the epoch, so a run
-// interrupted between the two writes is detected on resume.
+// Checkpoints of a training run. DIR/training_state.safetensors is the one file an exact resume
+// reads: the model's parameters and buffers in their own dtype ("model.<name>", exact float32),
+// the optimizer's per-parameter state, each layer's extra state (freeze counters, dropout
+// generators), the data generator, the step and epoch counters and the per-epoch history.
+// DIR/last.safetensors and DIR/best.safetensors are the exported weights under the reference's
+// state_dict names (loadable into PyTorch), in F32, F16 or BF16 (--save-dtype). Every file is
+// written atomically (temporary file + rename) and the state goes first, so a run killed at any
+// moment resumes from the last complete state; resume re-exports last.safetensors when the kill
+// came between the two writes.
 #pragma once
 #include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "data/safetensors.h"
 #include "engine/optim.h"
 #include "layers/module.h"
 
@@ -31,14 +34,20 @@ struct TrainingProgress {
   std::vector<EpochStats> history;
 };
 
-// Weights only: every parameter and buffer, with `epoch` in the metadata.
-void save_weights(const std::string& path, const Module& net, int64_t epoch);
-// Loads weights saved by us or exported from PyTorch under the same names; errors name the file
-// and the tensor (missing, unexpected, wrong shape).
+// Weights only: every parameter and buffer, with `epoch` in the metadata; float32 tensors stored
+// as `floats` (F16 and BF16 round to nearest even).
+void save_weights(const std::string& path, const Module& net, int64_t epoch,
+                  data::FloatStorage floats = data::FloatStorage::F32);
+// Loads weights saved by us or exported from PyTorch under the same names (F16 and BF16 widened to
+// float32); errors name the file and the tensor (missing, unexpected, wrong shape).
 void load_weights(const std::string& path, Module& net);
+// The epoch in a weights file's metadata, or -1 when it has none or the file cannot be read.
+int64_t weights_epoch(const std::string& path);
 
+// Writes DIR/training_state.safetensors, then DIR/last.safetensors (as `floats`).
 void save_training_checkpoint(const std::string& dir, const Module& net, const Optimizer& opt,
-                              const TrainingProgress& progress);
+                              const TrainingProgress& progress,
+                              data::FloatStorage floats = data::FloatStorage::F32);
 // Restores net, opt and progress from DIR (built with the same configuration).
 void load_training_checkpoint(const std::string& dir, Module& net, Optimizer& opt,
                               TrainingProgress& progress);

@@ -30,17 +30,20 @@ int main(int argc, char** argv) {
   app.add_option("--stride", cfg.net.deconv.sampling_stride, "deconvolution sampling stride")
       ->capture_default_str();
   app.add_option("--device", cfg.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("nd-infer: error: ") + e.what() + " (see nd-infer --help)\n";
+  });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // --help is a success
   }
   try {
     nd::Tensor logits = nd::run_inference(cfg);
     std::cout << "nd-infer: wrote logits " << nd::shape_str(logits.shape()) << " to " << cfg.output
               << "\n";
   } catch (const nd::OutOfMemoryError& e) {
-    std::cerr << "nd-infer: out of memory: " << e.what() << "\n";
+    std::cerr << "nd-infer: error: out of memory: " << e.what() << "; try a smaller batch\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "nd-infer: error: " << e.what() << "\n";

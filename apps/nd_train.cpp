@@ -1,9 +1,11 @@
 // nd-train: parse flags, run the trainer (or --summary, --evaluate, --resume). Exit status 0 on
-// success, 1 on a reported error (bad flag, missing data, divergence, out of memory), 2 on a flag
-// the parser rejects.
+// success, 1 on a reported error (bad flag, missing data, divergence, out of memory, full disk), 2
+// on a flag the parser rejects, 128 + the signal number after SIGINT / SIGTERM (the last
+// checkpoint kept).
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "apps/interrupt.h"
 #include "apps/trainer.h"
 #include "engine/comm.h"
 
@@ -89,8 +91,8 @@ int main(int argc, char** argv) {
   app.add_option("--output", cfg.output, "run directory (default runs/<date>-<arch>-<norm>)");
   app.add_option("--resume", resume,
                  "continue the run in DIR (its config.json gives every setting; --epochs, "
-                 "--stop-after, --device and --workers may change; a larger --epochs stretches "
-                 "the learning-rate schedule)");
+                 "--stop-after, --device, --workers and --save-dtype may change; a larger "
+                 "--epochs stretches the learning-rate schedule)");
   app.add_option("--evaluate", evaluate,
                  "evaluate a weights file (e.g. DIR/best.safetensors) on the test split and exit");
   app.add_flag("--summary", summary,
@@ -114,12 +116,20 @@ int main(int argc, char** argv) {
   app.add_flag("--deterministic", cfg.deterministic,
                "GPU: deterministic cuDNN algorithms only, so a run repeats bitwise on the same "
                "GPU and software");
+  app.add_option("--save-dtype", cfg.save_dtype,
+                 "F32 | F16 | BF16: how float32 tensors are stored in the exported weights "
+                 "last.safetensors and best.safetensors; training_state.safetensors (what --resume "
+                 "reads) always keeps exact float32")
+      ->capture_default_str();
   app.add_option("--train-limit", cfg.train_limit, "use only the first N training images");
   app.add_option("--test-limit", cfg.test_limit, "use only the first N test images");
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("nd-train: error: ") + e.what() + " (see nd-train --help)\n";
+  });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // --help is a success
   }
   NullBuffer null_buffer;
   std::ostream quiet(&null_buffer);
@@ -169,24 +179,34 @@ int main(int argc, char** argv) {
                                "--sync-stats"})
         if (app.count(flag) > 0)
           throw nd::Error(std::string("--resume takes ") + flag + " from " + resume +
-                          "/config.json; leave it out (only --epochs, --stop-after, --device and "
-                          "--workers may change)");
+                          "/config.json; leave it out (only --epochs, --stop-after, --device, "
+                          "--workers and --save-dtype may change)");
       nd::TrainConfig saved = nd::resume_config(resume);
       if (app.count("--epochs")) saved.epochs = cfg.epochs;
       if (app.count("--device")) saved.device = cfg.device;
       if (app.count("--workers")) saved.workers = cfg.workers;
+      if (app.count("--save-dtype")) saved.save_dtype = cfg.save_dtype;
       saved.stop_after = cfg.stop_after;
       saved.output = resume;
+      nd::install_stop_handlers();
       nd::train(saved, log, resume);
     } else if (summary) {
       nd::print_model_summary(cfg, log);
     } else if (!evaluate.empty()) {
       nd::evaluate_weights(cfg, evaluate, log);
     } else {
+      nd::install_stop_handlers();
       nd::train(cfg, log);
     }
+  } catch (const nd::Interrupted& e) {
+    std::cout << std::flush;
+    std::cerr << "nd-train: " << e.what() << "\n";
+    // Ranks may see the signal at different steps: end them all rather than leave one waiting
+    // in a collective (checkpoints are atomic, so the last good one stays whole).
+    if (nd::comm::world_size() > 1) nd::comm::abort(128 + e.signal());
+    return 128 + e.signal();
   } catch (const nd::OutOfMemoryError& e) {
-    return fail(std::string("out of memory: ") + e.what() + "\n  try a smaller --batch-size");
+    return fail(std::string("error: out of memory: ") + e.what() + "; try a smaller --batch-size");
   } catch (const std::exception& e) {
     return fail(std::string("error: ") + e.what());
   }

@@ -2,7 +2,9 @@
 #include "apps/train_config.h"
 
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "kernels/error.h"
 
@@ -61,6 +63,40 @@ void for_each_field(TrainConfig& c, F&& f) {
   f("deterministic", c.deterministic);
   f("sync_stats", c.sync_stats);
   f("world_size", c.world_size);
+  f("save_dtype", c.save_dtype);
+}
+
+// Reads a field with JSON's own types and no silent conversion: a whole number in range for an
+// integer (not 2.5, not 1e30), a finite number for a double, true/false, a string.
+template <typename T>
+void read_field(const nlohmann::json& v, T& value, const char* key, const std::string& source) {
+  auto wrong = [&](const char* expected) {
+    ND_FAIL(source, ": field '", key, "' is ", v.dump(), ", expected ", expected);
+  };
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) wrong("a string");
+    value = v.get<std::string>();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) wrong("true or false");
+    value = v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!v.is_number_integer()) wrong("a whole number");
+    using Limits = std::numeric_limits<T>;
+    if (v.is_number_unsigned()) {
+      const uint64_t u = v.get<uint64_t>();
+      if (u > uint64_t(Limits::max())) wrong("a smaller whole number");
+      value = T(u);
+    } else {
+      const int64_t i = v.get<int64_t>();
+      if (i < int64_t(Limits::min()) || (Limits::is_signed && i > int64_t(Limits::max())))
+        wrong(Limits::is_signed ? "a smaller whole number" : "a whole number >= 0");
+      value = T(i);
+    }
+  } else {
+    static_assert(std::is_floating_point_v<T>);
+    if (!v.is_number() || !std::isfinite(v.get<double>())) wrong("a finite number");
+    value = v.get<double>();
+  }
 }
 
 }  // namespace
@@ -120,6 +156,7 @@ void validate(const TrainConfig& cfg) {
   require_one_of("--optimizer", cfg.optimizer, {"sgd", "adam"});
   require_one_of("--lr-scheduler", cfg.lr_scheduler, {"cosine", "multistep"});
   require_one_of("--deconv-path", cfg.deconv_path, {"fused", "composite"});
+  require_one_of("--save-dtype", cfg.save_dtype, {"F32", "F16", "BF16"});
   const std::string arch = resolve_arch(cfg.arch, cfg.dataset);
   bool known = false;
   for (const auto& info : arch_table()) {
@@ -199,11 +236,7 @@ TrainConfig config_from_json(const std::string& json_text, const std::string& so
   for_each_field(c, [&](const char* key, auto& value) {
     if (!j.contains(key)) return;
     ++used;
-    try {
-      j.at(key).get_to(value);
-    } catch (const std::exception& e) {
-      ND_FAIL(source, ": field '", key, "' has the wrong type: ", e.what());
-    }
+    read_field(j.at(key), value, key, source);
   });
   if (used != j.size()) {
     TrainConfig probe;

@@ -41,6 +41,7 @@ struct TrainConfig {
   int64_t test_limit = 0;             // use only the first N test images (0 = all)
   bool skip_bad_images = false;       // image folders: skip and count unreadable images
   int64_t image_size = 224;           // image folders: crop size (validation resizes to 256/224 x)
+  std::string save_dtype = "F32";     // last/best.safetensors: F32 | F16 | BF16 (state: float32)
   int progress = -1;                  // progress line: 1 on, 0 off, -1 when stdout is a terminal
   bool write_files = true;            // run directory with config, CSVs and checkpoints
   bool tf32 = false;                  // GPU: TF32 tensor cores for convolutions and GEMMs

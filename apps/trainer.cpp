@@ -3,12 +3,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -16,6 +19,7 @@
 
 #include "apps/datasets.h"
 #include "apps/distributed.h"
+#include "apps/interrupt.h"
 #include "data/atomic_file.h"
 #include "data/loader.h"
 #include "engine/comm.h"
@@ -51,6 +55,44 @@ std::string read_file(const std::string& path) {
 const char* kSummaryHeader =
     "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,seconds,images_per_s\n";
 
+// Throws Interrupted when SIGINT or SIGTERM arrived (checked between steps, so a step and a
+// checkpoint write always finish). `where` says what is abandoned.
+void stop_if_requested(const std::string& where, const std::string& dir, int64_t epochs_done,
+                       bool write_files) {
+  const int signal = stop_signal();
+  if (signal == 0) return;
+  std::string kept = "nothing was saved (no epoch finished)";
+  if (write_files && epochs_done > 0)
+    kept = "the last checkpoint (epoch " + std::to_string(epochs_done) + ") in " + dir +
+           " is complete: continue with nd-train --resume " + dir;
+  else if (write_files)
+    kept = "no epoch finished; nd-train --resume " + dir + " starts the run again";
+  throw Interrupted(signal, "interrupted by " + signal_name(signal) + " " + where + "; " + kept);
+}
+
+// The steps.csv rows to keep on resume: complete rows (four fields) of the steps up to the
+// checkpoint; a run killed mid-write may have left a partial last row.
+std::string kept_step_rows(const std::string& text, int64_t last_step) {
+  std::istringstream old(text);
+  std::string line, kept;
+  std::getline(old, line);  // header
+  while (std::getline(old, line)) {
+    if (std::count(line.begin(), line.end(), ',') != 3) continue;
+    char* end = nullptr;
+    const long long step = std::strtoll(line.c_str(), &end, 10);
+    if (end != line.c_str() && *end == ',' && step >= 1 && step <= last_step) kept += line + "\n";
+  }
+  return kept;
+}
+
+// Removes temporary files a killed run left behind (`<file>.tmp.<pid>` of AtomicFile).
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().filename().string().find(".tmp.") != std::string::npos)
+      fs::remove(entry.path(), ec);
+}
+
 std::string summary_row(const EpochStats& s) {
   char buf[256];
   std::snprintf(buf, sizeof buf, "%lld,%.8f,%.6f,%.4f,%.6f,%.4f,%.4f,%.3f,%.1f\n",
@@ -74,8 +116,9 @@ data::LoaderOptions loader_options(const TrainConfig& cfg) {
   return o;
 }
 
+// `between_batches` runs before each batch (the stop check of a training run).
 EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::LossKind loss_kind,
-                    Device device) {
+                    Device device, const std::function<void()>& between_batches = {}) {
   NoGradGuard no_grad;
   net.eval();
   const std::vector<int64_t> share = rank_share(count);  // all of them in a world of one
@@ -85,6 +128,7 @@ EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::L
   double loss_sum = 0;
   int64_t top1 = 0, top5 = 0;
   while (loader.next(b)) {
+    if (between_batches) between_batches();
     Tensor logits = net(b.images.to(device));
     const int64_t n = b.labels.numel(), k = logits.shape()[1];
     loss_sum += ops::loss(loss_kind, logits, b.labels.to(device)).item() * double(n);
@@ -131,6 +175,17 @@ struct PendingStep {
 
 }  // namespace
 
+std::string epoch_line(const EpochStats& s) {
+  std::ostringstream os;
+  os << std::fixed << "epoch " << std::setw(3) << s.epoch << "  lr " << std::setprecision(5) << s.lr
+     << "  train loss " << std::setprecision(4) << s.train_loss << "  top1 " << std::setprecision(2)
+     << s.train_top1 << "%  test loss " << std::setprecision(4) << s.test_loss
+     << (std::isfinite(s.test_loss) ? "" : " (not finite)") << "  top1 " << std::setprecision(2)
+     << s.test_top1 << "%  top5 " << s.test_top5 << "%  " << s.seconds << " s  "
+     << std::setprecision(0) << s.images_per_s << " img/s";
+  return os.str();
+}
+
 TrainConfig resume_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
   ND_CHECK(fs::exists(path), "cannot resume: ", path, " does not exist");
@@ -163,7 +218,11 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const std::string dir = result.output_dir;
   Generator data_gen(cfg.seed ^ 0x5eed5eed5eedULL);
   TrainingProgress progress;
-  if (resuming) {
+  const data::FloatStorage save_dtype = data::parse_float_storage(cfg.save_dtype, "--save-dtype");
+  // A run killed before its first checkpoint has only config.json: it starts again.
+  const bool has_checkpoint =
+      fs::exists(dir + "/training_state.safetensors") || fs::exists(dir + "/last.safetensors");
+  if (resuming && has_checkpoint) {
     load_training_checkpoint(dir, *net, *opt, progress);
     data_gen.set_state(progress.data_rng);
     ND_CHECK(progress.epochs_done <= cfg.epochs, "the run in ", dir, " already has ",
@@ -174,20 +233,19 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   std::ofstream steps_csv;
   if (write_files) {
     fs::create_directories(dir);
+    if (resuming) remove_stale_temporaries(dir);
+    // Killed between the state and the exported weights: export them again.
+    if (resuming && has_checkpoint &&
+        weights_epoch(dir + "/last.safetensors") != progress.epochs_done)
+      save_weights(dir + "/last.safetensors", *net, progress.epochs_done, save_dtype);
     data::write_file_atomic(dir + "/config.json", to_json(cfg));
     std::string summary = kSummaryHeader;
     for (const auto& s : progress.history) summary += summary_row(s);
     data::write_file_atomic(dir + "/summary.csv", summary);
     // steps.csv keeps the steps up to the checkpoint (a run stopped mid-epoch wrote more).
     std::string steps = "step,epoch,lr,loss\n";
-    if (resuming && fs::exists(dir + "/steps.csv")) {
-      std::istringstream old(read_file(dir + "/steps.csv"));
-      std::string line;
-      std::getline(old, line);
-      while (std::getline(old, line))
-        if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= progress.step)
-          steps += line + "\n";
-    }
+    if (resuming && fs::exists(dir + "/steps.csv"))
+      steps += kept_step_rows(read_file(dir + "/steps.csv"), progress.step);
     data::write_file_atomic(dir + "/steps.csv", steps);
     steps_csv.open(dir + "/steps.csv", std::ios::app);
     ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
@@ -197,7 +255,11 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
       << device.str() << ", " << net->num_parameters() << " parameters"
-      << (resuming ? ", resuming after epoch " + std::to_string(progress.epochs_done) : "") << "\n";
+      << (resuming ? has_checkpoint
+                         ? ", resuming after epoch " + std::to_string(progress.epochs_done)
+                         : ", no checkpoint yet: starting from epoch 0"
+                   : "")
+      << std::endl;
 
   std::string train_report = bad_image_report(*data.train);
   for (const std::string& report : {train_report, bad_image_report(*data.test)})
@@ -247,7 +309,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
                   << steps_per_epoch << "] loss " << std::fixed << std::setprecision(4)
                   << loss_sum / double(seen) << std::flush;
     };
+    const std::string epoch_name = "during epoch " + std::to_string(epoch + 1);
     while (train_loader.next(b)) {
+      stop_if_requested(epoch_name, dir, progress.epochs_done, write_files);
       const double lr = cfg.lr_scheduler == "cosine"
                             ? cosine_lr(cfg.lr, step, total_steps)
                             : multistep_lr(cfg.lr, epoch, milestones, cfg.multistep_gamma);
@@ -265,6 +329,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
       if (int64_t(pending.size()) >= kStepsPerSync) flush();
     }
     flush();
+    stop_if_requested(epoch_name, dir, progress.epochs_done, write_files);
     if (dp.active()) {
       std::vector<double> totals{loss_sum, double(correct), double(seen)};
       all_reduce_totals(totals);
@@ -272,7 +337,10 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     }
     const double train_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     dp.before_evaluation(*net);
-    const EvalResult test = evaluate(*net, test_loader, test_count, loss_kind, device);
+    const EvalResult test = evaluate(*net, test_loader, test_count, loss_kind, device, [&] {
+      stop_if_requested("in the test pass of epoch " + std::to_string(epoch + 1), dir,
+                        progress.epochs_done, write_files);
+    });
     EpochStats s;
     s.epoch = epoch + 1;
     s.lr = epoch_lr;
@@ -290,20 +358,22 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     progress.data_rng = data_gen.state();
     if (write_files) {
       steps_csv.flush();
-      if (s.test_top1 > progress.best_top1) {
-        progress.best_top1 = s.test_top1;
-        save_weights(dir + "/best.safetensors", *net, s.epoch);
+      try {
+        if (s.test_top1 > progress.best_top1) {
+          progress.best_top1 = s.test_top1;
+          save_weights(dir + "/best.safetensors", *net, s.epoch, save_dtype);
+        }
+        save_training_checkpoint(dir, *net, *opt, progress, save_dtype);
+      } catch (const Error& e) {
+        ND_FAIL(e.what(), "; epoch ", s.epoch, " is lost",
+                s.epoch > 1 ? ", the checkpoint of epoch " + std::to_string(s.epoch - 1) + " in " +
+                                  dir + " is intact (nd-train --resume " + dir + ")"
+                            : std::string());
       }
-      save_training_checkpoint(dir, *net, *opt, progress);
       std::ofstream(dir + "/summary.csv", std::ios::app) << summary_row(s) << std::flush;
     }
     if (progress_line) std::cout << "\r\033[K" << std::flush;
-    log << std::fixed << "epoch " << std::setw(3) << s.epoch << "  lr " << std::setprecision(5)
-        << s.lr << "  train loss " << std::setprecision(4) << s.train_loss << "  top1 "
-        << std::setprecision(2) << s.train_top1 << "%  test loss " << std::setprecision(4)
-        << s.test_loss << "  top1 " << std::setprecision(2) << s.test_top1 << "%  top5 "
-        << s.test_top5 << "%  " << s.seconds << " s  " << std::setprecision(0) << s.images_per_s
-        << " img/s" << std::endl;
+    log << epoch_line(s) << std::endl;
     const std::string report = bad_image_report(*data.train);  // new replacements this epoch
     if (report != train_report) log << report << "\n";
     train_report = report;

@@ -27,6 +27,10 @@ struct TrainResult {
 // cfg.epochs (cfg must then be the run's configuration: see resume_config).
 TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& resume_dir = "");
 
+// The line printed after each epoch; a non-finite test loss (an undertrained network with large
+// logits in eval mode) is marked "(not finite)".
+std::string epoch_line(const EpochStats& s);
+
 // The configuration saved in DIR/config.json.
 TrainConfig resume_config(const std::string& dir);
 

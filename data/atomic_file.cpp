@@ -67,11 +67,22 @@ int AtomicFile::commit() {
   return 0;
 }
 
+std::string disk_full_advice(int err, const std::string& target) {
+  const char* why = err == ENOSPC   ? "the disk is full"
+                    : err == EDQUOT ? "the disk quota is used up"
+                    : err == EFBIG
+                        ? "the file is over the size limit of this process or file system"
+                        : nullptr;
+  if (!why) return "";
+  return std::string("; ") + why + ": free space (or raise the limit) and run again (" + target +
+         " is unchanged)";
+}
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   AtomicFile file(path);
   auto check = [&](const char* step, int err) {
     ND_CHECK(err == 0, "cannot write '", path, "': ", step, " the temporary file '", file.path(),
-             "' failed: ", std::strerror(err));
+             "' failed: ", std::strerror(err), disk_full_advice(err, path));
   };
   check("creating", file.open());
   check("writing", file.write(bytes.data(), bytes.size()));

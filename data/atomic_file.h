@@ -28,6 +28,11 @@ class AtomicFile {
   bool created_ = false, committed_ = false;
 };
 
+// For a write that failed with errno `err`: when the disk or quota is full (ENOSPC, EDQUOT) or the
+// file is over the size limit (EFBIG), "; <why>: free space and run again (<target> is
+// unchanged)", else "".
+std::string disk_full_advice(int err, const std::string& target);
+
 // Writes `bytes` to `path` atomically; throws nd::Error naming the path and the OS error.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 

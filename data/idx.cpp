@@ -3,6 +3,7 @@
 // validates the header, reads the data in large chunks and converts it to host byte order.
 #include "data/idx.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -17,9 +18,12 @@ namespace {
 
 constexpr uint64_t kMaxDataBytes = uint64_t{1} << 34;
 constexpr size_t kInputChunkBytes = size_t{1} << 20;
-// The data buffer starts at this size and doubles, so a damaged header that claims gigabytes
-// costs no more than the file really holds (plus one chunk) before the truncation error.
-constexpr size_t kFirstDataChunkBytes = size_t{64} << 20;
+// A gzip file's data buffer starts at this size and doubles as data arrives, so a damaged header
+// that claims gigabytes costs no more than twice what the file really inflates to.
+constexpr size_t kFirstDataChunkBytes = size_t{1} << 20;
+// Deflate's largest expansion (258-byte matches in 2-bit codes): a gzip file inflates to at most
+// this many times its size.
+constexpr uint64_t kMaxInflateRatio = 1032;
 
 struct FileCloser {
   void operator()(FILE* file) const { std::fclose(file); }
@@ -29,10 +33,17 @@ struct FileCloser {
 // returns fewer bytes than asked only at the end of the data; every failure throws nd::Error.
 class ByteSource {
  public:
-  explicit ByteSource(const std::string& path) : path_(path), input_(kInputChunkBytes) {
+  explicit ByteSource(const std::string& path) : path_(path) {
     errno = 0;
     file_.reset(std::fopen(path.c_str(), "rb"));
     if (!file_) ND_FAIL("cannot open ", path, ": ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(::fileno(file_.get()), &st) != 0)
+      ND_FAIL("cannot read ", path, ": ", std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) ND_FAIL("cannot read ", path, ": ", std::strerror(EISDIR));
+    file_bytes_ = uint64_t(st.st_size);
+    // No bigger than the file: a tiny damaged file costs tiny buffers.
+    input_.resize(size_t(std::clamp<uint64_t>(file_bytes_, 16, kInputChunkBytes)));
     zs_.next_in = input_.data();
     zs_.avail_in = 0;
     fill_input();
@@ -51,6 +62,7 @@ class ByteSource {
   ByteSource& operator=(const ByteSource&) = delete;
 
   bool gzip() const { return gzip_; }
+  uint64_t file_bytes() const { return file_bytes_; }
 
   size_t read(uint8_t* dst, size_t n) { return gzip_ ? read_gzip(dst, n) : read_raw(dst, n); }
 
@@ -148,6 +160,7 @@ class ByteSource {
   bool inflate_open_ = false;
   bool file_eof_ = false;
   bool stream_done_ = false;
+  uint64_t file_bytes_ = 0;
 };
 
 std::string dims_text(const std::vector<int64_t>& dims) {
@@ -267,8 +280,21 @@ IdxArray read_idx(const std::string& path) {
     }
   }
 
+  // Before allocating: a raw file holds exactly the data the header declares; a gzip file cannot
+  // inflate to more than kMaxInflateRatio times its size.
+  const uint64_t header_bytes = 4 + 4 * uint64_t(ndim);
+  if (!source.gzip() && source.file_bytes() < header_bytes + total)
+    ND_FAIL(path, ": truncated: expected ", total, " bytes of data after the header, found ",
+            source.file_bytes() - std::min(header_bytes, source.file_bytes()),
+            " (header: ", dims_text(array.dims), " ", idx_type_name(array.type),
+            "); the file is incomplete, re-download it");
+  if (source.gzip() && total + header_bytes > kMaxInflateRatio * source.file_bytes())
+    ND_FAIL(path, ": the IDX header declares ", total, " bytes of data (", dims_text(array.dims),
+            " ", idx_type_name(array.type), "), more than a gzip file of ", source.file_bytes(),
+            " bytes can hold; the header is damaged or the file is truncated, re-download it");
+
   size_t have = 0;
-  array.bytes.resize(std::min<uint64_t>(total, kFirstDataChunkBytes));
+  array.bytes.resize(source.gzip() ? std::min<uint64_t>(total, kFirstDataChunkBytes) : total);
   while (have < total) {
     if (have == array.bytes.size())
       array.bytes.resize(std::min<uint64_t>(total, 2 * static_cast<uint64_t>(have)));
@@ -284,7 +310,7 @@ IdxArray read_idx(const std::string& path) {
 
   // Count what is left rather than only noticing it: the number helps spot a wrong header.
   uint64_t extra = 0;
-  std::vector<uint8_t> probe(kInputChunkBytes);
+  std::vector<uint8_t> probe(std::min<size_t>(kInputChunkBytes, size_t(total) + 4096));
   for (size_t n; (n = source.read(probe.data(), probe.size())) > 0;) extra += n;
   if (extra > 0)
     ND_FAIL(path, ": trailing garbage: expected ", total, " bytes of data after the header, found ",

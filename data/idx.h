@@ -32,7 +32,10 @@ struct IdxArray {
   std::vector<int64_t> dims;   // 1 to 4 dimensions, outermost first
   std::vector<uint8_t> bytes;  // product(dims) * idx_element_size(type) bytes, host byte order
 
+  // 0 when any dimension is 0 (the others may then be anything up to 2^32 - 1).
   int64_t element_count() const {
+    for (int64_t d : dims)
+      if (d == 0) return 0;
     int64_t n = 1;
     for (int64_t d : dims) n *= d;
     return n;

@@ -12,6 +12,7 @@
 #include <set>
 #include <utility>
 
+#include "data/image_format.h"
 #include "kernels/error.h"
 
 #if ND_WITH_STB
@@ -68,13 +69,41 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-// Empty when stb_image can read the file's header, else the reason.
+// Bytes of a file's start read to check its header: enough for the segments before a JPEG's
+// frame header in nearly every file (EXIF and ICC profiles); the whole file is read otherwise.
+constexpr size_t kHeaderBytes = 256 * 1024;
+
+// Empty when the file starts like an accepted format, its start passes image_data_problem,
+// stb_image reads its header and the size claimed fits the file; else the reason. Damage beyond
+// the header shows when the file is decoded.
 std::string header_problem(const std::string& path) {
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::string("cannot read (") + std::strerror(errno ? errno : ENOENT) + ")";
+  std::error_code ec;
+  const uint64_t file_bytes = uint64_t(fs::file_size(path, ec));
+  if (ec) return "cannot read (" + ec.message() + ")";
+  std::vector<uint8_t> head(size_t(std::min<uint64_t>(file_bytes, kHeaderBytes)));
+  in.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size()));
+  head.resize(size_t(in.gcount()));
+  const ImageFormat* format = find_image_format(head.data(), head.size());
+  if (!format) return std::string("not an image in a known format (") + kKnownImageFormats + ")";
   int width = 0, height = 0, channels = 0;
-  if (stbi_info(path.c_str(), &width, &height, &channels) == 1 && width > 0 && height > 0)
-    return {};
-  const char* reason = stbi_failure_reason();
-  return std::string("not a readable image (") + (reason ? reason : "unknown format") + ")";
+  for (bool whole = head.size() == file_bytes;; whole = true) {
+    if (whole && head.size() < file_bytes) head = read_file(path);
+    std::string problem = image_data_problem(*format, head.data(), head.size(), false);
+    if (!problem.empty()) return "not a readable image (" + problem + ")";
+    if (stbi_info_from_memory(head.data(), int(head.size()), &width, &height, &channels) == 1 &&
+        width > 0 && height > 0)
+      break;
+    if (whole) {
+      const char* reason = stbi_failure_reason();
+      return std::string("not a readable image (") + (reason ? reason : "unknown format") + ")";
+    }
+  }
+  const std::string problem =
+      image_size_problem(*format, head.data(), head.size(), file_bytes, width, height);
+  return problem.empty() ? problem : "not a readable image (" + problem + ")";
 }
 #endif
 
@@ -98,7 +127,21 @@ RgbImage decode_image_file(const std::string& path) {
   ND_CHECK(!bytes.empty(), "cannot decode image ", path, ": the file is empty");
   ND_CHECK(bytes.size() <= size_t(INT32_MAX), "cannot decode image ", path, ": ", bytes.size(),
            " bytes is over stb_image's 2 GiB limit");
+  const ImageFormat* format = find_image_format(bytes.data(), bytes.size());
+  ND_CHECK(format, "cannot decode image ", path, ": not an image in a known format (",
+           kKnownImageFormats, ")");
+  std::string problem = image_data_problem(*format, bytes.data(), bytes.size(), true);
+  ND_CHECK(problem.empty(), "cannot decode image ", path, ": ", problem);
   int width = 0, height = 0, channels = 0;
+  if (stbi_info_from_memory(bytes.data(), int(bytes.size()), &width, &height, &channels) != 1) {
+    const char* reason = stbi_failure_reason();
+    ND_FAIL("cannot decode image ", path, ": ", reason ? reason : "unknown error",
+            " (corrupt, truncated or not an image)");
+  }
+  ND_CHECK(width > 0 && height > 0, "cannot decode image ", path, ": its ", format->name,
+           " header claims ", width, "x", height, " pixels (the file is damaged)");
+  problem = image_size_problem(*format, bytes.data(), bytes.size(), bytes.size(), width, height);
+  ND_CHECK(problem.empty(), "cannot decode image ", path, ": ", problem);
   // 3 requested channels: stb_image replicates gray and drops alpha.
   stbi_uc* pixels =
       stbi_load_from_memory(bytes.data(), int(bytes.size()), &width, &height, &channels, 3);

@@ -2,8 +2,9 @@
 // Classes are the sorted names of root's subfolders (label = index); a class's files are found
 // recursively and sorted as torchvision's ImageFolder sorts them (by folder, then file name);
 // files count when their extension is .jpg, .jpeg, .png, .bmp or .ppm in any case. Images are
-// decoded with stb_image (whatever the extension says), converted to 8-bit RGB (gray replicated,
-// alpha dropped), then go through an ImageTransform (image_transforms.h).
+// decoded with stb_image when their first bytes say PNG, JPEG, BMP, GIF or binary PGM/PPM
+// (whatever the extension says), converted to 8-bit RGB (gray replicated, alpha dropped), then go
+// through an ImageTransform (image_transforms.h).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -20,7 +21,9 @@ namespace nd::data {
 bool image_decoding_available();
 
 // Decodes one image file to RGB. Throws nd::Error naming the path and the problem: an unreadable
-// file (the OS error), or data stb_image cannot decode (its reason), or a build without stb.
+// file (the OS error), another format, a header claiming more pixels than a file of its size can
+// encode (checked before stb_image allocates), data stb_image cannot decode (its reason), or a
+// build without stb.
 RgbImage decode_image_file(const std::string& path);
 
 // The image files (.jpg .jpeg .png .bmp .ppm in any case) under dir, recursively, sorted by

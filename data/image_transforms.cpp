@@ -45,18 +45,21 @@ double triangle(double x) {
   return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-Taps bilinear_taps(int64_t in_size, int64_t out_size) {
+// Taps of output samples [out_begin, out_end) of the pass (indexed from 0): the same numbers as
+// the whole pass computes for them.
+Taps bilinear_taps(int64_t in_size, int64_t out_size, int64_t out_begin, int64_t out_end) {
   const double scale = double(in_size) / double(out_size);
   const double filter_scale = std::max(scale, 1.0);
   const double support = 1.0 * filter_scale;  // the triangle's radius, widened when shrinking
   Taps taps;
   taps.ksize = int64_t(std::ceil(support)) * 2 + 1;
-  taps.first.resize(size_t(out_size));
-  taps.count.resize(size_t(out_size));
-  taps.weights.assign(size_t(out_size * taps.ksize), 0);
+  const int64_t count = out_end - out_begin;
+  taps.first.resize(size_t(count));
+  taps.count.resize(size_t(count));
+  taps.weights.assign(size_t(count * taps.ksize), 0);
   const double inverse_scale = 1.0 / filter_scale;
   std::vector<double> k(size_t(taps.ksize));
-  for (int64_t i = 0; i < out_size; ++i) {
+  for (int64_t i = out_begin; i < out_end; ++i) {
     const double center = (double(i) + 0.5) * scale;
     // C casts truncate towards zero, as in Pillow.
     const int64_t xmin = std::max<int64_t>(int64_t(center - support + 0.5), 0);
@@ -69,10 +72,11 @@ Taps bilinear_taps(int64_t in_size, int64_t out_size) {
     for (int64_t x = 0; x < xmax; ++x) {
       const double w = total != 0.0 ? k[size_t(x)] / total : k[size_t(x)];
       const double fixed = w * double(1 << kPrecisionBits);
-      taps.weights[size_t(i * taps.ksize + x)] = int32_t(w < 0 ? -0.5 + fixed : 0.5 + fixed);
+      taps.weights[size_t((i - out_begin) * taps.ksize + x)] =
+          int32_t(w < 0 ? -0.5 + fixed : 0.5 + fixed);
     }
-    taps.first[size_t(i)] = xmin;
-    taps.count[size_t(i)] = xmax;
+    taps.first[size_t(i - out_begin)] = xmin;
+    taps.count[size_t(i - out_begin)] = xmax;
   }
   return taps;
 }
@@ -93,31 +97,33 @@ ImageSize resized_shorter_side(int64_t height, int64_t width, int64_t shorter) {
   return {shorter, shorter * width / height};
 }
 
-RgbImage resize_bilinear(const RgbImage& in, const CropBox& box, int64_t out_height,
-                         int64_t out_width) {
-  check_box_inside(in, box, "resize");
-  ND_CHECK(out_height > 0 && out_width > 0, "resize: output size ", out_height, "x", out_width,
-           " must be positive");
+namespace {
+
+// Rows and columns `win` (inside out_height x out_width) of box resized to out_height x out_width:
+// both passes run only over the output samples of the window and the input rows they read.
+RgbImage resize_window(const RgbImage& in, const CropBox& box, int64_t out_height,
+                       int64_t out_width, const CropBox& win) {
   const bool horizontal = out_width != box.width;
   const bool vertical = out_height != box.height;
   Taps vertical_taps;
   // Box rows [row_begin, row_end) feed the vertical pass; only they go through the first pass.
-  int64_t row_begin = 0, row_end = box.height;
+  int64_t row_begin = win.top, row_end = win.top + win.height;
   if (vertical) {
-    vertical_taps = bilinear_taps(box.height, out_height);
+    vertical_taps = bilinear_taps(box.height, out_height, win.top, win.top + win.height);
     row_begin = vertical_taps.first.front();
     row_end = vertical_taps.first.back() + vertical_taps.count.back();
   }
 
-  // Horizontal pass: (row_end - row_begin) x out_width.
-  RgbImage wide(row_end - row_begin, out_width);
+  // Horizontal pass: (row_end - row_begin) x win.width.
+  RgbImage wide(row_end - row_begin, win.width);
+  const int64_t row_bytes = win.width * 3;
   if (horizontal) {
-    const Taps taps = bilinear_taps(box.width, out_width);
+    const Taps taps = bilinear_taps(box.width, out_width, win.left, win.left + win.width);
     for (int64_t r = 0; r < wide.height; ++r) {
       const uint8_t* src =
           &in.pixels[size_t(((box.top + row_begin + r) * in.width + box.left) * 3)];
-      uint8_t* dst = &wide.pixels[size_t(r * out_width * 3)];
-      for (int64_t x = 0; x < out_width; ++x) {
+      uint8_t* dst = &wide.pixels[size_t(r * row_bytes)];
+      for (int64_t x = 0; x < win.width; ++x) {
         const int32_t* w = &taps.weights[size_t(x * taps.ksize)];
         const uint8_t* s = src + taps.first[size_t(x)] * 3;
         int32_t sum[3] = {1 << (kPrecisionBits - 1), 1 << (kPrecisionBits - 1),
@@ -129,17 +135,17 @@ RgbImage resize_bilinear(const RgbImage& in, const CropBox& box, int64_t out_hei
     }
   } else {
     for (int64_t r = 0; r < wide.height; ++r)
-      std::memcpy(&wide.pixels[size_t(r * out_width * 3)],
-                  &in.pixels[size_t(((box.top + row_begin + r) * in.width + box.left) * 3)],
-                  size_t(out_width * 3));
+      std::memcpy(
+          &wide.pixels[size_t(r * row_bytes)],
+          &in.pixels[size_t(((box.top + row_begin + r) * in.width + box.left + win.left) * 3)],
+          size_t(row_bytes));
   }
   if (!vertical) return wide;
 
-  // Vertical pass: out_height x out_width.
-  RgbImage out(out_height, out_width);
-  const int64_t row_bytes = out_width * 3;
+  // Vertical pass: win.height x win.width.
+  RgbImage out(win.height, win.width);
   std::vector<int32_t> sum(static_cast<size_t>(row_bytes));
-  for (int64_t y = 0; y < out_height; ++y) {
+  for (int64_t y = 0; y < win.height; ++y) {
     std::fill(sum.begin(), sum.end(), 1 << (kPrecisionBits - 1));
     const int32_t* w = &vertical_taps.weights[size_t(y * vertical_taps.ksize)];
     const int64_t first = vertical_taps.first[size_t(y)] - row_begin;
@@ -150,6 +156,43 @@ RgbImage resize_bilinear(const RgbImage& in, const CropBox& box, int64_t out_hei
     uint8_t* dst = &out.pixels[size_t(y * row_bytes)];
     for (int64_t j = 0; j < row_bytes; ++j) dst[j] = clip8(sum[size_t(j)]);
   }
+  return out;
+}
+
+}  // namespace
+
+RgbImage resize_bilinear(const RgbImage& in, const CropBox& box, int64_t out_height,
+                         int64_t out_width) {
+  check_box_inside(in, box, "resize");
+  ND_CHECK(out_height > 0 && out_width > 0, "resize: output size ", out_height, "x", out_width,
+           " must be positive");
+  return resize_window(in, box, out_height, out_width, CropBox{0, 0, out_height, out_width});
+}
+
+RgbImage resize_then_crop(const RgbImage& in, int64_t out_height, int64_t out_width,
+                          const CropBox& crop_box) {
+  const CropBox all{0, 0, in.height, in.width};
+  check_box_inside(in, all, "resize");
+  ND_CHECK(out_height > 0 && out_width > 0, "resize: output size ", out_height, "x", out_width,
+           " must be positive");
+  ND_CHECK(crop_box.height > 0 && crop_box.width > 0, "crop: empty box ", crop_box.height, "x",
+           crop_box.width);
+  // The part of the crop over the resized image; the rest stays 0, as crop() leaves it.
+  const int64_t top = std::clamp<int64_t>(crop_box.top, 0, out_height);
+  const int64_t bottom = std::clamp<int64_t>(crop_box.top + crop_box.height, top, out_height);
+  const int64_t left = std::clamp<int64_t>(crop_box.left, 0, out_width);
+  const int64_t right = std::clamp<int64_t>(crop_box.left + crop_box.width, left, out_width);
+  if (top == crop_box.top && left == crop_box.left && bottom - top == crop_box.height &&
+      right - left == crop_box.width)
+    return resize_window(in, all, out_height, out_width, crop_box);
+  RgbImage out(crop_box.height, crop_box.width);
+  if (top == bottom || left == right) return out;
+  const RgbImage part =
+      resize_window(in, all, out_height, out_width, CropBox{top, left, bottom - top, right - left});
+  for (int64_t y = 0; y < part.height; ++y)
+    std::memcpy(
+        &out.pixels[size_t(((top - crop_box.top + y) * crop_box.width + left - crop_box.left) * 3)],
+        &part.pixels[size_t(y * part.width * 3)], size_t(part.width * 3));
   return out;
 }
 
@@ -281,8 +324,10 @@ void apply_image_transform(const ImageTransform& t, const RgbImage& image, Gener
     if (t.flip && gen.below(2) == 1) flip_horizontal(result);
   } else {
     const ImageSize resized = resized_shorter_side(image.height, image.width, t.resize);
-    const RgbImage scaled = resize_bilinear(image, resized.height, resized.width);
-    result = crop(scaled, center_crop_box(scaled.height, scaled.width, t.size, t.size));
+    // Only the crop is resized: an extreme aspect ratio (1 x 100000) would make the whole
+    // resized image gigabytes.
+    result = resize_then_crop(image, resized.height, resized.width,
+                              center_crop_box(resized.height, resized.width, t.size, t.size));
   }
   to_chw_float(result, t.normalize, t.mean, t.stddev, out);
 }

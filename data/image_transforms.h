@@ -60,6 +60,11 @@ RgbImage resize_bilinear(const RgbImage& in, int64_t out_height, int64_t out_wid
 // The window `box` of the image; pixels of the window outside the image are 0.
 RgbImage crop(const RgbImage& in, const CropBox& box);
 
+// crop(resize_bilinear(in, out_height, out_width), crop_box), bit for bit, computing only the
+// pixels of the crop (memory in proportion to the crop, whatever the resized size).
+RgbImage resize_then_crop(const RgbImage& in, int64_t out_height, int64_t out_width,
+                          const CropBox& crop_box);
+
 // torchvision CenterCrop: top = round((height - crop_height) / 2) with Python's round (half to
 // even), left likewise; when the crop is larger than the image, the image is first zero-padded by
 // (crop - size) // 2 before and the rest after, so the box starts at minus that padding.

@@ -1,10 +1,11 @@
 // safetensors reader and writer. The writer builds the JSON header by hand (nlohmann only escapes
 // the strings) so the bytes are fixed: "__metadata__" first, then tensors sorted by name, each as
 // {"dtype","shape","data_offsets"} with no spaces, padded with spaces to an 8-byte boundary; it
-// writes through AtomicFile (temporary file, fsync, rename). The reader parses the
-// header with nlohmann (a parser callback catches duplicate keys, which nlohmann would merge),
-// checks every entry and that the tensors tile the data section with no hole or overlap, then
-// reads each tensor's bytes straight into a new CPU tensor.
+// writes through AtomicFile (temporary file, fsync, rename), converting F32 to F16 / BF16 when
+// asked. The reader refuses pickle and zip files by their first bytes, parses the header with
+// nlohmann (a parser callback catches duplicate keys, which nlohmann would merge), checks every
+// entry and that the tensors tile the data section with no hole or overlap, then reads each
+// tensor's bytes straight into a new CPU tensor (half precision through a small buffer, widened).
 #include "data/safetensors.h"
 
 #include <sys/stat.h>
@@ -34,8 +35,11 @@ using json = nlohmann::json;
 
 // safetensors' own limit (MAX_HEADER_SIZE in the reference implementation).
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-constexpr const char* kSupportedDtypes = "F32, F64, I32, I64, U8";
+constexpr const char* kSupportedDtypes = "F32, F64, F16 and BF16 (read as F32), I32, I64, U8";
 constexpr const char* kMetadataKey = "__metadata__";
+
+// How a tensor's elements lie in the file: the engine's dtype, or half precision read as F32.
+enum class Stored { Native, F16, BF16 };
 
 const char* safetensors_dtype(DType t) {
   switch (t) {
@@ -53,33 +57,93 @@ const char* safetensors_dtype(DType t) {
   ND_FAIL("safetensors: unknown DType ", int(t));
 }
 
+const char* stored_name(DType t, Stored stored) {
+  return stored == Stored::F16 ? "F16" : stored == Stored::BF16 ? "BF16" : safetensors_dtype(t);
+}
+
+uint64_t stored_size(DType t, Stored stored) {
+  return stored == Stored::Native ? uint64_t(dtype_size(t)) : 2;
+}
+
 // The dtype of a header's "dtype" string; on failure, *problem says why.
-bool parse_dtype(const std::string& s, DType* out, std::string* problem) {
+bool parse_dtype(const std::string& s, DType* out, Stored* stored, std::string* problem) {
   static const std::pair<const char*, DType> kKnown[] = {{"F32", DType::F32},
                                                          {"F64", DType::F64},
                                                          {"I32", DType::I32},
                                                          {"I64", DType::I64},
                                                          {"U8", DType::U8}};
+  *stored = Stored::Native;
   for (const auto& [name, t] : kKnown) {
     if (s == name) {
       *out = t;
       return true;
     }
   }
+  if (s == "F16" || s == "BF16") {
+    *out = DType::F32;
+    *stored = s == "F16" ? Stored::F16 : Stored::BF16;
+    return true;
+  }
   // Other dtypes the format defines, which this engine has no tensor type for.
   static const char* kUnsupported[] = {"BOOL",    "I8",      "I16",     "U16",     "U32",
                                        "U64",     "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3",
                                        "F6_E3M2", "F4",      "C64"};
-  if (s == "BF16" || s == "F16") {
-    *problem = "dtype " + s + " is not supported yet (convert to F32 before saving; supported: " +
-               kSupportedDtypes + ")";
-  } else if (std::find_if(std::begin(kUnsupported), std::end(kUnsupported),
-                          [&](const char* u) { return s == u; }) != std::end(kUnsupported)) {
+  if (std::find_if(std::begin(kUnsupported), std::end(kUnsupported),
+                   [&](const char* u) { return s == u; }) != std::end(kUnsupported)) {
     *problem = "dtype " + s + " is not supported (supported: " + kSupportedDtypes + ")";
   } else {
     *problem = "unknown dtype '" + s + "' (supported: " + kSupportedDtypes + ")";
   }
   return false;
+}
+
+// ------------------------------------------------------------------------ half precision
+
+uint32_t float_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+float bits_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// IEEE binary16 -> float32, exact (every half is a float).
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f,
+                 mantissa = h & 0x3ff;
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
+    const float magnitude = std::ldexp(float(mantissa), -24);
+    return bits_float(sign | float_bits(magnitude));
+  }
+  if (exponent == 31) return bits_float(sign | 0x7f800000u | (mantissa << 13));  // inf, NaN
+  return bits_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+// float32 -> binary16, rounding to nearest even; overflow gives infinity, NaN stays NaN.
+uint16_t f32_to_f16(float f) {
+  const uint32_t x = float_bits(f), sign = (x >> 16) & 0x8000, magnitude = x & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return uint16_t(sign | 0x7e00 | ((magnitude >> 13) & 0x1ff));
+  if (magnitude >= 0x477ff000u) return uint16_t(sign | 0x7c00);  // >= 65520 rounds to infinity
+  if (magnitude < 0x38800000u) {  // below 2^-14: a subnormal half, m * 2^-24 (m = 1024: 2^-14)
+    const float m = std::nearbyint(bits_float(magnitude) * 16777216.0f);  // exact scaling
+    return uint16_t(sign | uint32_t(m));
+  }
+  const uint32_t rounded = magnitude + 0xfff + ((magnitude >> 13) & 1);
+  return uint16_t(sign | ((rounded - (112u << 23)) >> 13));
+}
+
+float bf16_to_f32(uint16_t h) {
+  return bits_float(uint32_t(h) << 16);
+}
+
+uint16_t f32_to_bf16(float f) {
+  const uint32_t x = float_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40);  // quiet NaN
+  return uint16_t((x + 0x7fff + ((x >> 16) & 1)) >> 16);
 }
 
 std::string offsets_str(uint64_t begin, uint64_t end) {
@@ -96,10 +160,35 @@ std::string json_string(const std::string& s, const std::string& path, const cha
   }
 }
 
+// Whether the writer stores t as half precision.
+Stored stored_for(const Tensor& t, FloatStorage floats) {
+  if (t.dtype() != DType::F32 || floats == FloatStorage::F32) return Stored::Native;
+  return floats == FloatStorage::F16 ? Stored::F16 : Stored::BF16;
+}
+
 }  // namespace
 
+FloatStorage parse_float_storage(const std::string& name, const std::string& flag) {
+  if (name == "F32") return FloatStorage::F32;
+  if (name == "F16") return FloatStorage::F16;
+  if (name == "BF16") return FloatStorage::BF16;
+  ND_FAIL(flag, " '", name, "' is not one of F32|F16|BF16");
+}
+
+const char* float_storage_name(FloatStorage storage) {
+  switch (storage) {
+    case FloatStorage::F32:
+      return "F32";
+    case FloatStorage::F16:
+      return "F16";
+    case FloatStorage::BF16:
+      return "BF16";
+  }
+  return "?";
+}
+
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, FloatStorage floats) {
   // Everything that can be checked is checked before a byte is written.
   std::string header = "{";
   if (!metadata.empty()) {
@@ -120,10 +209,11 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
              "' is undefined");
     ND_CHECK(name != kMetadataKey, "cannot write safetensors file '", path, "': '", kMetadataKey,
              "' is reserved for metadata and cannot name a tensor");
-    const uint64_t bytes = uint64_t(t.numel()) * dtype_size(t.dtype());
+    const Stored stored = stored_for(t, floats);
+    const uint64_t bytes = uint64_t(t.numel()) * stored_size(t.dtype(), stored);
     if (header.size() > 1) header += ",";
     header += json_string(name, path, "tensor name");
-    header += std::string(":{\"dtype\":\"") + safetensors_dtype(t.dtype()) + "\",\"shape\":[";
+    header += std::string(":{\"dtype\":\"") + stored_name(t.dtype(), stored) + "\",\"shape\":[";
     for (int64_t d = 0; d < t.dim(); ++d) {
       if (d > 0) header += ",";
       header += std::to_string(t.shape()[d]);
@@ -138,13 +228,14 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   AtomicFile tmp(path);
   auto fail = [&](const char* step, int err) {
     ND_FAIL("cannot write safetensors file '", path, "': ", step, " the temporary file '",
-            tmp.path(), "' failed: ", std::strerror(err));
+            tmp.path(), "' failed: ", std::strerror(err), disk_full_advice(err, path));
   };
   if (int err = tmp.open()) fail("creating", err);
   uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = uint8_t(uint64_t(header.size()) >> (8 * i));
   if (int err = tmp.write(length, 8)) fail("writing", err);
   if (int err = tmp.write(header.data(), header.size())) fail("writing", err);
+  std::vector<uint16_t> halves;
   for (const auto& [name, t] : tensors) {
     Tensor host;
     try {
@@ -153,8 +244,22 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
       ND_FAIL("cannot write safetensors file '", path, "': copying tensor '", name,
               "' to the host failed: ", e.what());
     }
-    const size_t bytes = size_t(host.numel()) * dtype_size(host.dtype());
-    if (int err = tmp.write(host.raw_data(), bytes)) fail("writing", err);
+    const Stored stored = stored_for(host, floats);
+    if (stored == Stored::Native) {
+      const size_t bytes = size_t(host.numel()) * dtype_size(host.dtype());
+      if (int err = tmp.write(host.raw_data(), bytes)) fail("writing", err);
+      continue;
+    }
+    const float* values = host.data<float>();
+    const size_t count = size_t(host.numel());
+    halves.resize(std::min<size_t>(count, size_t{1} << 20));
+    for (size_t begin = 0; begin < count; begin += halves.size()) {
+      const size_t n = std::min(halves.size(), count - begin);
+      for (size_t i = 0; i < n; ++i)
+        halves[i] =
+            stored == Stored::F16 ? f32_to_f16(values[begin + i]) : f32_to_bf16(values[begin + i]);
+      if (int err = tmp.write(halves.data(), 2 * n)) fail("writing", err);
+    }
   }
   if (int err = tmp.flush_sync_close()) fail("flushing", err);
   if (int err = tmp.commit()) fail("renaming", err);
@@ -171,9 +276,32 @@ struct FileCloser {
 struct Entry {
   std::string name;
   DType dtype;
+  Stored stored;
   Shape shape;
   uint64_t begin, end;
 };
+
+// The start of a file torch.save writes: a zip archive (PyTorch >= 1.6) or a bare pickle stream
+// (protocol 2 to 5; older PyTorch, pickle.dump). A safetensors file's first 8 bytes are a small
+// little-endian length, so it cannot start like either unless its header were exactly 67324752
+// bytes long and began with '{' right after, which the check allows.
+const char* pickle_kind(const uint8_t* b, size_t n) {
+  if (n >= 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4) {
+    const bool safetensors_like =
+        n >= 9 && b[4] == 0 && b[5] == 0 && b[6] == 0 && b[7] == 0 && b[8] == '{';
+    if (!safetensors_like) return "a zip archive (the format of torch.save)";
+  }
+  if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+    return "a Python pickle (the format of older torch.save and pickle.dump)";
+  return nullptr;
+}
+
+constexpr const char* kConvertHint =
+    "; it is never unpickled here, because unpickling runs code stored in the file. Convert it to "
+    "safetensors where PyTorch is installed: python3 -c \"import torch; from safetensors.torch "
+    "import save_file; save_file(torch.load('model.pth', map_location='cpu', weights_only=True), "
+    "'model.safetensors')\" (a checkpoint holding more than the state_dict: take its "
+    "'state_dict' entry first)";
 
 // A non-negative JSON integer, or false.
 bool as_u64(const json& v, uint64_t* out) {
@@ -211,10 +339,16 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
     ND_FAIL(where, " is truncated: ", what, " ends early (file changed while reading?)");
   };
 
+  uint8_t length[9] = {};
+  const size_t head = std::fread(length, 1, 9, file.get());
+  if (const char* kind = pickle_kind(length, head))
+    ND_FAIL(where, " is ", kind, ", not a safetensors file", kConvertHint);
   ND_CHECK(file_size >= 8, where, " is ", file_size,
            " bytes, shorter than the 8-byte header length that starts a safetensors file");
-  uint8_t length[8];
-  read_exact(length, 8, "header length");
+  ND_CHECK(head >= 8, where,
+           " is truncated: the header length ends early (file changed while reading?)");
+  ND_CHECK(std::fseek(file.get(), 8, SEEK_SET) == 0, "cannot read ", where, ": ",
+           std::strerror(errno ? errno : EIO));
   uint64_t header_size = 0;
   for (int i = 0; i < 8; ++i) header_size |= uint64_t(length[i]) << (8 * i);
   ND_CHECK(header_size <= kMaxHeaderBytes, where, ": header length ", header_size,
@@ -279,7 +413,8 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
     const json& dtype = info["dtype"];
     ND_CHECK(dtype.is_string(), tensor, ": dtype is a JSON ", dtype.type_name(), ", not a string");
     std::string problem;
-    ND_CHECK(parse_dtype(dtype.get<std::string>(), &e.dtype, &problem), tensor, ": ", problem);
+    ND_CHECK(parse_dtype(dtype.get<std::string>(), &e.dtype, &e.stored, &problem), tensor, ": ",
+             problem);
 
     const json& shape = info["shape"];
     ND_CHECK(shape.is_array(), tensor, ": shape is a JSON ", shape.type_name(),
@@ -305,7 +440,7 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
       numel = 0;
       overflow = false;
     }
-    const uint64_t elem = dtype_size(e.dtype);
+    const uint64_t elem = stored_size(e.dtype, e.stored);
     ND_CHECK(!overflow && numel <= std::numeric_limits<uint64_t>::max() / elem, tensor, ": shape ",
              shape.dump(), " has too many elements");
     const uint64_t bytes = numel * elem;
@@ -321,7 +456,7 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
              " run past the end of the data section (", data_size, " bytes)");
     ND_CHECK(e.end - e.begin == bytes, tensor, ": data_offsets ", offsets_str(e.begin, e.end),
              " span ", e.end - e.begin, " bytes but shape ", shape.dump(), " of ",
-             safetensors_dtype(e.dtype), " needs ", bytes);
+             stored_name(e.dtype, e.stored), " needs ", bytes);
     entries.push_back(std::move(e));
   }
 
@@ -345,10 +480,26 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
            " bytes but the tensors cover only ", covered, " (", data_size - covered,
            " trailing bytes belong to no tensor)");
 
+  // Every tensor's bytes lie inside the file now, so no allocation exceeds what it justifies.
   std::map<std::string, Tensor> out;
+  std::vector<uint16_t> halves;
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype, Device::cpu());
-    read_exact(t.raw_data(), size_t(e.end - e.begin), "data of tensor '" + e.name + "'");
+    const std::string what = "data of tensor '" + e.name + "'";
+    if (e.stored == Stored::Native) {
+      read_exact(t.raw_data(), size_t(e.end - e.begin), what);
+    } else {
+      float* values = t.data<float>();
+      const size_t count = size_t(t.numel());
+      halves.resize(std::min<size_t>(count, size_t{1} << 20));
+      for (size_t begin = 0; begin < count; begin += halves.size()) {
+        const size_t n = std::min(halves.size(), count - begin);
+        read_exact(halves.data(), 2 * n, what);
+        for (size_t i = 0; i < n; ++i)
+          values[begin + i] =
+              e.stored == Stored::F16 ? f16_to_f32(halves[i]) : bf16_to_f32(halves[i]);
+      }
+    }
     out.emplace(e.name, std::move(t));
   }
   if (metadata) *metadata = std::move(meta);

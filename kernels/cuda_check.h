@@ -1,8 +1,9 @@
 // Check macros for CUDA-side code, plus the per-device library handles and the grid-size helper.
 // ND_CUDA_CHECK, ND_CUBLAS_CHECK, ND_CUDNN_CHECK and ND_CUSOLVER_CHECK throw nd::Error carrying the
-// failed statement, file:line and the library's error name and text; a failed device allocation
-// throws nd::OutOfMemoryError. ND_CUDA_CHECK_LAUNCH() checks the kernel launch just made.
-// Included only by .cu files: it pulls in the CUDA, cuBLAS, cuDNN and cuSOLVER headers.
+// failed statement and the library's error name and text (and file:line with ND_DEBUG=1); a
+// failed device allocation throws nd::OutOfMemoryError. ND_CUDA_CHECK_LAUNCH() checks the kernel
+// launch just made. Included only by .cu files: it pulls in the CUDA, cuBLAS, cuDNN and cuSOLVER
+// headers.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -56,9 +57,9 @@ inline const char* cusolver_status_name(cusolverStatus_t s) {
                                           int line) {
   // Clear a non-sticky error so the next unrelated check does not report it again.
   (void)cudaGetLastError();
-  std::string msg =
-      ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
-                           " failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  std::string msg = ::nd::detail::location_prefix(file, line) +
+                    ::nd::detail::concat(stmt, " failed: ", cudaGetErrorName(e), " (",
+                                         cudaGetErrorString(e), ")");
   if (e == cudaErrorMemoryAllocation) {
     throw ::nd::OutOfMemoryError(msg + "; the GPU is out of memory: reduce --batch-size");
   }
@@ -67,8 +68,8 @@ inline const char* cusolver_status_name(cusolverStatus_t s) {
 
 [[noreturn]] inline void throw_cublas_error(cublasStatus_t e, const char* stmt, const char* file,
                                             int line) {
-  std::string msg = ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
-                                         " failed: ", cublasGetStatusName(e), " (",
+  std::string msg = ::nd::detail::location_prefix(file, line) +
+                    ::nd::detail::concat(stmt, " failed: ", cublasGetStatusName(e), " (",
                                          cublasGetStatusString(e), ")");
   if (e == CUBLAS_STATUS_ALLOC_FAILED) throw ::nd::OutOfMemoryError(msg);
   throw ::nd::Error(msg);
@@ -77,8 +78,8 @@ inline const char* cusolver_status_name(cusolverStatus_t s) {
 [[noreturn]] inline void throw_cudnn_error(cudnnStatus_t e, const char* stmt, const char* file,
                                            int line) {
   std::string msg =
-      ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
-                           " failed: ", cudnnGetErrorString(e), " (status ", int(e), ")");
+      ::nd::detail::location_prefix(file, line) +
+      ::nd::detail::concat(stmt, " failed: ", cudnnGetErrorString(e), " (status ", int(e), ")");
   if (e == CUDNN_STATUS_ALLOC_FAILED) throw ::nd::OutOfMemoryError(msg);
   throw ::nd::Error(msg);
 }
@@ -86,8 +87,8 @@ inline const char* cusolver_status_name(cusolverStatus_t s) {
 [[noreturn]] inline void throw_cusolver_error(cusolverStatus_t e, const char* stmt,
                                               const char* file, int line) {
   std::string msg =
-      ::nd::detail::concat(::nd::detail::file_name(file), ":", line, ": ", stmt,
-                           " failed: ", cusolver_status_name(e), " (status ", int(e), ")");
+      ::nd::detail::location_prefix(file, line) +
+      ::nd::detail::concat(stmt, " failed: ", cusolver_status_name(e), " (status ", int(e), ")");
   if (e == CUSOLVER_STATUS_ALLOC_FAILED) throw ::nd::OutOfMemoryError(msg);
   throw ::nd::Error(msg);
 }

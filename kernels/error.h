@@ -1,6 +1,10 @@
-// Error type and check macros shared by every floor of the engine. Checks throw nd::Error with
-// the failed statement, file:line and a message, so a caller can report and recover.
+// Error type and check macros shared by every floor of the engine. Checks throw nd::Error with a
+// message for the user (what is wrong and what to do), so a caller can report and recover. The
+// source file:line of the check is prepended only when the environment has ND_DEBUG=1: users read
+// the message, developers chasing a report ask for the location.
 #pragma once
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -27,6 +31,23 @@ constexpr const char* file_name(const char* path) {
   return name;
 }
 
+// Whether ND_DEBUG=1 is set (read once).
+inline bool debug_messages() {
+  static const bool on = [] {
+    const char* v = std::getenv("ND_DEBUG");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
+// "file.cpp:42: " with ND_DEBUG=1, else "".
+inline std::string location_prefix(const char* path, int line) {
+  if (!debug_messages()) return {};
+  std::ostringstream os;
+  os << file_name(path) << ":" << line << ": ";
+  return os.str();
+}
+
 template <typename... Args>
 std::string concat(const Args&... args) {
   std::ostringstream os;
@@ -37,14 +58,15 @@ std::string concat(const Args&... args) {
 
 }  // namespace nd
 
-// ND_CHECK(cond, parts...): throw nd::Error("file:line: parts...") when cond is false.
-#define ND_CHECK(cond, ...)                                                                    \
-  do {                                                                                         \
-    if (!(cond))                                                                               \
-      throw ::nd::Error(::nd::detail::concat(::nd::detail::file_name(__FILE__), ":", __LINE__, \
-                                             ": ", __VA_ARGS__));                              \
+// ND_CHECK(cond, parts...): throw nd::Error("parts...") when cond is false ("file:line: parts..."
+// with ND_DEBUG=1).
+#define ND_CHECK(cond, ...)                                                 \
+  do {                                                                      \
+    if (!(cond))                                                            \
+      throw ::nd::Error(::nd::detail::location_prefix(__FILE__, __LINE__) + \
+                        ::nd::detail::concat(__VA_ARGS__));                 \
   } while (0)
 
-#define ND_FAIL(...) \
-  throw ::nd::Error( \
-      ::nd::detail::concat(::nd::detail::file_name(__FILE__), ":", __LINE__, ": ", __VA_ARGS__))
+#define ND_FAIL(...)                                                    \
+  throw ::nd::Error(::nd::detail::location_prefix(__FILE__, __LINE__) + \
+                    ::nd::detail::concat(__VA_ARGS__))

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <iomanip>
 #include <limits>
 #include <map>
@@ -192,6 +193,49 @@ inline bool all_close(const std::vector<double>& got, const std::vector<double>&
      << rtol << ", atol " << atol << ")";
   why = os.str();
   return bad == 0;
+}
+
+// Empty when two state dicts hold the same names, dtypes, shapes and bytes; else what differs
+// first in name order: a missing name, a dtype or shape, or the tensor's count of differing
+// elements with its largest difference and where. (A failed bitwise comparison of whole state
+// dicts would print every value: hundreds of MB for a large network.)
+inline std::string first_difference(const std::map<std::string, nd::Tensor>& got,
+                                    const std::map<std::string, nd::Tensor>& want) {
+  for (const auto& [name, w] : want)
+    if (!got.count(name)) return "tensor '" + name + "' is missing";
+  for (const auto& [name, g] : got) {
+    auto it = want.find(name);
+    if (it == want.end()) return "unexpected tensor '" + name + "'";
+    const nd::Tensor& w = it->second;
+    if (g.dtype() != w.dtype() || g.shape() != w.shape())
+      return "tensor '" + name + "' is " + nd::dtype_name(g.dtype()) + " " +
+             nd::shape_str(g.shape()) + ", expected " + nd::dtype_name(w.dtype()) + " " +
+             nd::shape_str(w.shape());
+    const nd::Tensor gc = g.detach().contiguous(), wc = w.detach().contiguous();
+    const size_t bytes = size_t(gc.numel()) * nd::dtype_size(gc.dtype());
+    if (bytes == 0 || std::memcmp(gc.raw_data(), wc.raw_data(), bytes) == 0) continue;
+    const std::vector<double> gv = host_values(gc), wv = host_values(wc);
+    int64_t differing = 0, worst = 0;
+    double largest = -1;
+    for (size_t i = 0; i < gv.size(); ++i) {
+      const double d = std::abs(gv[i] - wv[i]);
+      const bool differs = !(gv[i] == wv[i]) && !(std::isnan(gv[i]) && std::isnan(wv[i]));
+      if (!differs) continue;
+      ++differing;
+      if (!(d <= largest)) {  // NaN differences count as the largest
+        largest = std::isnan(d) ? std::numeric_limits<double>::infinity() : d;
+        worst = int64_t(i);
+      }
+    }
+    std::ostringstream os;
+    os << std::setprecision(9) << "tensor '" << name << "' " << nd::shape_str(w.shape()) << ": "
+       << differing << " of " << gv.size() << " elements differ, the largest by " << largest
+       << " at " << index_str(w.shape(), worst) << " (got " << gv[size_t(worst)] << ", want "
+       << wv[size_t(worst)] << ")";
+    if (differing == 0) os << " (the bytes differ: NaN payloads or signed zeros)";
+    return os.str();
+  }
+  return "";
 }
 
 // Runs f, which must throw nd::Error, and checks that its message contains every part.

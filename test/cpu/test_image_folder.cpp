@@ -502,7 +502,14 @@ TEST_CASE("Broken image files give errors naming the file", "[data]") {
   truncate_file(dir.file("cut.png"), 0.6);
   write_jpeg(dir.file("cut.jpg"), random_image(40, 50, 1));
   truncate_file(dir.file("cut.jpg"), 0.5);
+  // Formats of uncompressed pixels, cut short: stb_image would fill the missing rows with zeros.
+  write_bmp(dir.file("cut.bmp"), random_image(40, 50, 2));
+  truncate_file(dir.file("cut.bmp"), 0.6);
+  write_ppm(dir.file("cut.ppm"), random_image(40, 50, 3));
+  truncate_file(dir.file("cut.ppm"), 0.6);
   write_bytes(dir.file("text.jpg"), Bytes{'h', 'e', 'l', 'l', 'o', '\n'});
+  write_bytes(dir.file("tga.png"),
+              Bytes{0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 24, 0, 1, 2, 3});
   write_bytes(dir.file("empty.png"), Bytes{});
   check_error_contains([&] { nd::data::decode_image_file(dir.file("cut.png")); },
                        {"cannot decode image", dir.file("cut.png")});
@@ -510,6 +517,12 @@ TEST_CASE("Broken image files give errors naming the file", "[data]") {
                        {"cannot decode image", dir.file("cut.jpg")});
   check_error_contains([&] { nd::data::decode_image_file(dir.file("text.jpg")); },
                        {"cannot decode image", dir.file("text.jpg")});
+  for (const char* name : {"cut.bmp", "cut.ppm"})
+    check_error_contains([&] { nd::data::decode_image_file(dir.file(name)); },
+                         {"cannot decode image", dir.file(name), "truncated"});
+  // A 1x1 TGA, which stb_image could decode, is not one of the formats read.
+  check_error_contains([&] { nd::data::decode_image_file(dir.file("tga.png")); },
+                       {dir.file("tga.png"), "not an image in a known format", "PNG, JPEG"});
   check_error_contains([&] { nd::data::decode_image_file(dir.file("empty.png")); },
                        {dir.file("empty.png"), "empty"});
   check_error_contains([&] { nd::data::decode_image_file(dir.file("missing.png")); },

@@ -1,9 +1,11 @@
 // Tests of the safetensors reader and writer: every dtype, scalars, empty and non-contiguous
-// tensors and metadata round-trip bit for bit; a small file matches bytes built here by hand
-// (length prefix, JSON header, space padding to 8 bytes, little-endian data); a file laid out
-// the way PyTorch's safetensors writes it (no padding, keys in any order) loads; every kind of
-// damaged file gives an error naming the file and the problem; failed saves leave neither a
-// temporary file nor a changed target; and Linear + BatchNorm1d state dicts survive a round trip.
+// tensors and metadata round-trip bit for bit; F16 and BF16 read as float32 and float32 writes as
+// them, rounded to nearest even, against bit patterns written here; a small file matches bytes
+// built here by hand (length prefix, JSON header, space padding to 8 bytes, little-endian data);
+// a file laid out the way PyTorch's safetensors writes it (no padding, keys in any order) loads;
+// every kind of damaged file gives an error naming the file and the problem; failed saves leave
+// neither a temporary file nor a changed target; and Linear + BatchNorm1d state dicts survive a
+// round trip.
 #include <unistd.h>
 
 #include <cmath>
@@ -310,6 +312,119 @@ TEST_CASE("safetensors writes the exact bytes of the format", "[safetensors]") {
   CHECK((8 + 208) % 8 == 0);
 }
 
+namespace {
+
+// float32 bit patterns, compared bitwise (NaN and -0 included).
+uint32_t f32_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+std::vector<uint32_t> bits_of(const Tensor& t) {
+  std::vector<uint32_t> out;
+  for (float f : t.to_vector<float>()) out.push_back(f32_bits(f));
+  return out;
+}
+
+// The data section of a file our writer made, after its header.
+Bytes data_section(const Bytes& file) {
+  uint64_t length = 0;
+  for (int i = 0; i < 8; ++i) length |= uint64_t(file[size_t(i)]) << (8 * i);
+  return Bytes(file.begin() + 8 + long(length), file.end());
+}
+
+Bytes halves_le(const std::vector<uint16_t>& halves) {
+  Bytes b;
+  for (uint16_t h : halves) put_le(b, h, 2);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("safetensors reads F16 and BF16 as float32, exactly", "[safetensors]") {
+  TempDir dir;
+  // binary16: 1, -2, 65504 (largest), 2^-24 (smallest subnormal), -2^-14 (smallest normal),
+  // 0.333251953125, +inf, -inf, NaN, -0.
+  const std::vector<uint16_t> f16 = {0x3C00, 0xC000, 0x7BFF, 0x0001, 0x8400,
+                                     0x3555, 0x7C00, 0xFC00, 0x7E00, 0x8000};
+  const std::vector<uint32_t> f16_as_f32 = {0x3F800000, 0xC0000000, 0x477FE000, 0x33800000,
+                                            0xB8800000, 0x3EAAA000, 0x7F800000, 0xFF800000,
+                                            0x7FC00000, 0x80000000};
+  // bfloat16 is float32's top half: 1, 3.140625, -123.5, +inf, 2^-133 (subnormal), NaN.
+  const std::vector<uint16_t> bf16 = {0x3F80, 0x4049, 0xC2F7, 0x7F80, 0x0001, 0x7FC1};
+  Bytes data = halves_le(f16);
+  const Bytes b = halves_le(bf16);
+  data.insert(data.end(), b.begin(), b.end());
+  write_file(dir.file("half.safetensors"),
+             st_file("{\"h\":{\"dtype\":\"F16\",\"shape\":[2,5],\"data_offsets\":[0,20]},"
+                     "\"b\":{\"dtype\":\"BF16\",\"shape\":[6],\"data_offsets\":[20,32]}}",
+                     data));
+  const TensorMap got = load_safetensors(dir.file("half.safetensors"));
+  REQUIRE(got.at("h").dtype() == DType::F32);
+  CHECK(got.at("h").shape() == nd::Shape{2, 5});
+  CHECK(bits_of(got.at("h")) == f16_as_f32);
+  std::vector<uint32_t> bf16_as_f32;
+  for (uint16_t h : bf16) bf16_as_f32.push_back(uint32_t(h) << 16);
+  CHECK(bits_of(got.at("b")) == bf16_as_f32);
+}
+
+TEST_CASE("safetensors writes float32 as F16 or BF16, rounded to nearest even", "[safetensors]") {
+  TempDir dir;
+  const float tiny = std::ldexp(1.0f, -24);
+  const std::vector<float> values = {
+      1.0f,
+      1.0f + std::ldexp(1.0f, -11),      // halfway between 1 and the next half: to even, 1
+      1.0f + 3 * std::ldexp(1.0f, -11),  // halfway above an odd one: up to 1 + 2^-9
+      65504.0f,
+      65519.0f,      // below the midpoint to infinity: 65504
+      65520.0f,      // the midpoint: to even, infinity
+      0.75f * tiny,  // subnormal: rounds to 2^-24
+      0.5f * tiny,   // halfway to 0: to even, 0
+      -0.0f,
+      std::numeric_limits<float>::quiet_NaN(),
+      -std::numeric_limits<float>::infinity(),
+      std::ldexp(1.0f, -14) * (1.0f - std::ldexp(1.0f, -11))};  // rounds up to the smallest normal
+  const std::vector<uint16_t> want_f16 = {0x3C00, 0x3C00, 0x3C02, 0x7BFF, 0x7BFF, 0x7C00,
+                                          0x0001, 0x0000, 0x8000, 0x7E00, 0xFC00, 0x0400};
+  const std::vector<float> bvalues = {1.0f,
+                                      1.0f + std::ldexp(1.0f, -8),
+                                      1.0f + 3 * std::ldexp(1.0f, -8),
+                                      std::numeric_limits<float>::max(),
+                                      -3.140625f,
+                                      std::numeric_limits<float>::quiet_NaN()};
+  const std::vector<uint16_t> want_bf16 = {0x3F80, 0x3F80, 0x3F82, 0x7F80, 0xC049, 0x7FC0};
+  const TensorMap tensors = {
+      {"f", Tensor::from_vector(values, {int64_t(values.size())})},
+      {"i", Tensor::from_vector<int64_t>({5, -6}, {2})},  // integers stay as they are
+      {"d", Tensor::from_vector<double>({0.1}, {1})}};    // as does float64
+  auto check = [&](nd::data::FloatStorage storage, const TensorMap& t, const char* dtype,
+                   const std::vector<uint16_t>& want) {
+    INFO(dtype);
+    const std::string path = dir.file(std::string(dtype) + ".safetensors");
+    save_safetensors(path, t, {}, storage);
+    const Bytes file = read_file(path);
+    const std::string text(file.begin(), file.end());
+    CHECK(text.find(std::string("\"f\":{\"dtype\":\"") + dtype + "\"") != std::string::npos);
+    const Bytes data = data_section(file);
+    // Sorted by name: d (F64, 8 bytes), f (halves), i (I64).
+    REQUIRE(data.size() == 8 + 2 * want.size() + 16);
+    CHECK(Bytes(data.begin() + 8, data.begin() + 8 + long(2 * want.size())) == halves_le(want));
+    CHECK(text.find("\"i\":{\"dtype\":\"I64\"") != std::string::npos);
+    CHECK(text.find("\"d\":{\"dtype\":\"F64\"") != std::string::npos);
+    // Read back: the rounded values, as float32.
+    const TensorMap back = load_safetensors(path);
+    CHECK(back.at("i").to_vector<int64_t>() == std::vector<int64_t>{5, -6});
+    CHECK(back.at("f").dtype() == DType::F32);
+  };
+  check(nd::data::FloatStorage::F16, tensors, "F16", want_f16);
+  const TensorMap btensors = {{"f", Tensor::from_vector(bvalues, {int64_t(bvalues.size())})},
+                              {"i", Tensor::from_vector<int64_t>({5, -6}, {2})},
+                              {"d", Tensor::from_vector<double>({0.1}, {1})}};
+  check(nd::data::FloatStorage::BF16, btensors, "BF16", want_bf16);
+  CHECK_THROWS_AS(nd::data::parse_float_storage("FP16", "--save-dtype"), nd::Error);
+}
+
 TEST_CASE("safetensors loads a file written the way PyTorch's safetensors writes it",
           "[safetensors]") {
   TempDir dir;
@@ -412,14 +527,14 @@ TEST_CASE("safetensors rejects damaged files with messages naming the file and t
       return st_file("{\"w\":{\"dtype\":" + dtype + ",\"shape\":[2],\"data_offsets\":[0,8]}}",
                      eight);
     };
-    require_bad_file(dir, "bf16", with_dtype("\"BF16\""),
-                     {"tensor 'w'", "BF16 is not supported yet", "F32, F64, I32, I64, U8"});
-    require_bad_file(dir, "f16", with_dtype("\"F16\""),
-                     {"tensor 'w'", "F16 is not supported yet", "F32, F64, I32, I64, U8"});
+    // Half precision needs 2 bytes per element: [2] spans 4 bytes, not 8.
+    require_bad_file(dir, "bf16", with_dtype("\"BF16\""), {"tensor 'w'", "of BF16 needs 4"});
+    require_bad_file(dir, "f16", with_dtype("\"F16\""), {"tensor 'w'", "of F16 needs 4"});
+    const std::string supported = "F32, F64, F16 and BF16 (read as F32), I32, I64, U8";
     require_bad_file(dir, "bool", with_dtype("\"BOOL\""),
-                     {"tensor 'w'", "BOOL is not supported", "F32, F64, I32, I64, U8"});
+                     {"tensor 'w'", "BOOL is not supported", supported});
     require_bad_file(dir, "unknown", with_dtype("\"Q7\""),
-                     {"tensor 'w'", "unknown dtype 'Q7'", "F32, F64, I32, I64, U8"});
+                     {"tensor 'w'", "unknown dtype 'Q7'", supported});
     require_bad_file(dir, "lowercase", with_dtype("\"f32\""), {"unknown dtype 'f32'"});
     require_bad_file(dir, "dtype_number", with_dtype("4"), {"tensor 'w'", "not a string"});
   }

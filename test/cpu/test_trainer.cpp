@@ -14,31 +14,16 @@
 #include "test/compare.h"
 #include "test/data_dir.h"
 #include "test/net_tables.h"
+#include "test/run_fixtures.h"
 #include "test/temp_dir.h"
 
 using namespace nd;
+using test::fashion_slice;
+using test::read_text;
+using test::require_same_tensors;
 namespace fs = std::filesystem;
 
 namespace {
-
-TrainConfig fashion_slice(const std::string& arch, const std::string& norm,
-                          const std::string& out) {
-  TrainConfig cfg;
-  cfg.dataset = "fashion-mnist";
-  cfg.data_dir = test::fashion_mnist_dir();
-  cfg.arch = arch;
-  cfg.norm = norm;
-  cfg.device = "cpu";
-  cfg.epochs = 2;
-  cfg.batch_size = 64;
-  cfg.weight_decay = 5e-4;
-  cfg.train_limit = 320;
-  cfg.test_limit = 128;
-  cfg.progress = 0;
-  cfg.workers = 2;
-  cfg.output = out;
-  return cfg;
-}
 
 // CIFAR-10 binary files (the published layout) whose classes differ in colour and texture, so a
 // network can learn them: n_train images spread over data_batch_1..5, n_test in test_batch.
@@ -61,23 +46,6 @@ void write_cifar10(const std::string& dir, int64_t n_train, int64_t n_test) {
   for (int b = 1; b <= 5; ++b)
     write(dir + "/data_batch_" + std::to_string(b) + ".bin", n_train / 5);
   write(dir + "/test_batch.bin", n_test);
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void require_same_tensors(const std::map<std::string, Tensor>& a,
-                          const std::map<std::string, Tensor>& b) {
-  REQUIRE(a.size() == b.size());
-  for (const auto& [name, t] : a) {
-    INFO(name);
-    REQUIRE(b.count(name));
-    CHECK(t.to_vector<double>() == b.at(name).to_vector<double>());
-  }
 }
 
 // Two epochs straight against one epoch (--stop-after 1), then --resume to two: same weights,
@@ -131,6 +99,25 @@ InferConfig infer_files(const NetConfig& n, Module& net, const Tensor& x,
   return cfg;
 }
 
+// An MLP of the given norm, n random images and the nd-infer settings that read them.
+struct MlpInferCase {
+  NetConfig net_cfg;
+  std::shared_ptr<Module> net;
+  Tensor x;
+  InferConfig cfg;
+};
+
+MlpInferCase mlp_infer_case(const std::string& norm, int64_t n, Generator& gen,
+                            const test::TempDir& dir) {
+  MlpInferCase c;
+  c.net_cfg.arch = "mlp";
+  c.net_cfg.norm = norm;
+  c.net = build_net(c.net_cfg, gen);
+  c.x = normal_tensor({n, 1, 28, 28}, 0, 1, gen);
+  c.cfg = infer_files(c.net_cfg, *c.net, c.x, dir);
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("resume is exact: 2 epochs equal 1 epoch + --resume to 2, bitwise", "[trainer]") {
@@ -144,15 +131,25 @@ TEST_CASE("resume is exact: 2 epochs equal 1 epoch + --resume to 2, bitwise", "[
     cfg.lr = 0.003;
     check_exact_resume(cfg, dir);
   }
-  SECTION("MobileNetV2 with deconvolution (frozen stem) on CIFAR-format files") {
-    write_cifar10(dir.path(), 40, 16);
-    TrainConfig cfg = fashion_slice("mobilenetv2", "nd", "");
-    cfg.dataset = "cifar10";
-    cfg.data_dir = dir.path();
-    cfg.batch_size = 8;
-    cfg.freeze = true;
+  SECTION("MLP with batch norm, SGD, weights exported as BF16 (the state stays exact)") {
+    TrainConfig cfg = fashion_slice("mlp", "bn", "");
+    cfg.save_dtype = "BF16";
     check_exact_resume(cfg, dir);
   }
+}
+
+// [large]: a CIFAR-sized network on the CPU reference, the longest trainer runs (ThreadSanitizer
+// leaves them out: their threads are those of the MLP runs).
+TEST_CASE("resume is exact for MobileNetV2 with deconvolution (frozen stem) on CIFAR-format files",
+          "[trainer][large]") {
+  test::TempDir dir("resume_mobilenet");
+  write_cifar10(dir.path(), 40, 16);
+  TrainConfig cfg = fashion_slice("mobilenetv2", "nd", "");
+  cfg.dataset = "cifar10";
+  cfg.data_dir = dir.path();
+  cfg.batch_size = 8;
+  cfg.freeze = true;
+  check_exact_resume(cfg, dir);
 }
 
 TEST_CASE("run directory: config, summary, checkpoints, --evaluate", "[trainer]") {
@@ -221,7 +218,7 @@ TEST_CASE("resume refuses what it cannot continue", "[trainer]") {
   test::check_error_contains([&] { resume_config(dir.file("run")); }, {"unknown field 'colour'"});
 }
 
-TEST_CASE("a CIFAR network trains end to end from CIFAR-10 binary files", "[trainer]") {
+TEST_CASE("a CIFAR network trains end to end from CIFAR-10 binary files", "[trainer][large]") {
   test::TempDir dir("cifar_e2e");
   write_cifar10(dir.path(), 100, 30);
   TrainConfig cfg = fashion_slice("mobilenetv2", "bn", dir.file("run"));
@@ -275,13 +272,9 @@ TEST_CASE("an ImageNet network trains on an image folder of real photographs", "
 
 TEST_CASE("nd-infer gives the network's logits and names what is wrong", "[trainer][infer]") {
   test::TempDir dir("infer");
-  NetConfig net_cfg;
-  net_cfg.arch = "mlp";
-  net_cfg.norm = "nd";
   Generator gen(3);
-  auto net = build_net(net_cfg, gen);
-  Tensor x = normal_tensor({5, 1, 28, 28}, 0, 1, gen);
-  InferConfig cfg = infer_files(net_cfg, *net, x, dir);
+  MlpInferCase c = mlp_infer_case("nd", 5, gen, dir);
+  auto& [net_cfg, net, x, cfg] = c;
   run_inference(cfg);
   net->eval();
   Tensor want = (*net)(x);
@@ -300,6 +293,31 @@ TEST_CASE("nd-infer gives the network's logits and names what is wrong", "[train
   data::save_safetensors(dir.file("w2.safetensors"), state);
   cfg.weights = dir.file("w2.safetensors");
   test::check_error_contains([&] { run_inference(cfg); }, {"w2.safetensors", "8.weight"});
+}
+
+TEST_CASE("nd-infer reads F16 and BF16 inputs and weights and refuses a .pth", "[trainer][infer]") {
+  test::TempDir dir("infer_half");
+  Generator gen(8);
+  MlpInferCase c = mlp_infer_case("bn", 3, gen, dir);
+  auto& [net_cfg, net, x, cfg] = c;
+  data::save_safetensors(cfg.weights, net->state_dict(), {}, data::FloatStorage::F16);
+  data::save_safetensors(cfg.input, {{"input", x}}, {}, data::FloatStorage::BF16);
+  const Tensor got = run_inference(cfg);
+  // The same network with the rounded weights, on the rounded input.
+  auto rounded = build_net(net_cfg, gen);
+  rounded->load_state_dict(data::load_safetensors(cfg.weights));
+  rounded->eval();
+  NoGradGuard no_grad;
+  const Tensor want = (*rounded)(data::load_safetensors(cfg.input).at("input"));
+  test::require_close(got, want, 0, 0, "logits of half-precision files");
+  net->eval();
+  CHECK(test::max_abs(ops::sub(got, (*net)(x))) > 0);  // the rounding is there
+
+  std::ofstream(dir.file("model.pth"), std::ios::binary)
+      << std::string("PK\x03\x04\0\0\x08\x08", 8);
+  cfg.weights = dir.file("model.pth");
+  test::check_error_contains([&] { run_inference(cfg); },
+                             {"model.pth", "zip archive", "never unpickled", "save_file"});
 }
 
 TEST_CASE("nd-infer works on every network, in eval and train mode", "[trainer][infer][nets]") {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The CPU tests under the sanitizers (CI runs this after the normal tests; docs/reliability.md
+# says what runs where and why):
+#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (gcc): nd_tests without the
+#                [nets]-sized runs, the fuzz regression inputs (nd-fuzz replay test/fuzz) and the
+#                crash-safety tests, whose nd-train is the sanitized one.
+#   build-tsan/  ThreadSanitizer: nd_thread_tests, the tests of the threaded loader, image folders
+#                and the trainer, crash-safety tests included, without the [nets] and [large]
+#                network-sized runs.
+#   scripts/sanitize.sh [asan|tsan]...   (default: both)
+# Extra CMake arguments can come through ND_SANITIZE_CMAKE_ARGS. Any sanitizer report fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+kinds=("$@")
+[ ${#kinds[@]} -gt 0 ] || kinds=(asan tsan)
+
+configure_and_build() {
+  local dir=$1 flags=$2
+  shift 2
+  mkdir -p "$dir"
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+    -DCMAKE_CXX_FLAGS="$flags -fno-omit-frame-pointer" -DND_CUDA=OFF -DND_BENCH=OFF \
+    ${ND_SANITIZE_CMAKE_ARGS:-} >"$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; exit 1; }
+  cmake --build "$dir" -j"$jobs" --target "$@"
+}
+
+# OpenBLAS's own threads are not instrumented: keep BLAS on the calling thread.
+export OPENBLAS_NUM_THREADS=1
+
+for kind in "${kinds[@]}"; do
+  start=$(date +%s)
+  case "$kind" in
+    asan)
+      configure_and_build build-asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+        nd_tests nd-train nd-fuzz
+      export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+      export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+      build-asan/bin/nd-fuzz replay test/fuzz
+      # [nets] runs every network at full width: the kernels they use are covered by the op,
+      # gradient and layer tests at small sizes, and those hold most of the suite's time.
+      build-asan/bin/nd_tests "~[nets]"
+      unset ASAN_OPTIONS UBSAN_OPTIONS
+      ;;
+    tsan)
+      configure_and_build build-tsan "-fsanitize=thread" nd_thread_tests nd-train
+      export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+      build-tsan/bin/nd_thread_tests "~[nets]~[large]"
+      unset TSAN_OPTIONS
+      ;;
+    *)
+      echo "sanitize.sh: unknown kind '$kind' (asan or tsan)" >&2
+      exit 2
+      ;;
+  esac
+  echo "sanitize.sh: $kind passed in $(($(date +%s) - start)) s"
+done
