@@ -67,12 +67,7 @@ struct DnnlGeometry {
     user_weights = memory::desc(weights, dt::f32, grouped ? tag::goihw : tag::oihw);
     user_bias = memory::desc(bias, dt::f32, tag::x);
   }
-  static memory::desc any(const memory::dims& d) {
-    static const bool plain =
-        getenv("ND_ONEDNN_FMT") && std::string(getenv("ND_ONEDNN_FMT")) == "plain";
-    if (plain) return memory::desc(d, dt::f32, d.size() == 5 ? tag::goihw : tag::nchw);
-    return memory::desc(d, dt::f32, tag::any);
-  }
+  static memory::desc any(const memory::dims& d) { return memory::desc(d, dt::f32, tag::any); }
 };
 
 // A buffer in the primitive's layout, fed from / copied back to the user's (plain) layout by
