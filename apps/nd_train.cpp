@@ -79,6 +79,12 @@ int main(int argc, char** argv) {
                  "image folders: training crop and validation centre crop (validation resizes "
                  "the shorter side to 256/224 of it)")
       ->capture_default_str();
+  app.add_flag("--tf32", cfg.tf32,
+               "GPU: TF32 tensor-core math for convolutions and GEMMs (PyTorch's default for "
+               "cuDNN convolutions); off: full float32, close to the CPU");
+  app.add_flag("--deterministic", cfg.deterministic,
+               "GPU: deterministic cuDNN algorithms only, so a run repeats bitwise on the same "
+               "GPU and software");
   app.add_option("--train-limit", cfg.train_limit, "use only the first N training images");
   app.add_option("--test-limit", cfg.test_limit, "use only the first N test images");
   try {
@@ -124,7 +130,9 @@ int main(int argc, char** argv) {
                                "--train-limit",
                                "--test-limit",
                                "--skip-bad-images",
-                               "--image-size"})
+                               "--image-size",
+                               "--tf32",
+                               "--deterministic"})
         if (app.count(flag) > 0)
           throw nd::Error(std::string("--resume takes ") + flag + " from " + resume +
                           "/config.json; leave it out (only --epochs, --stop-after, --device and "

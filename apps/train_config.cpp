@@ -57,6 +57,8 @@ void for_each_field(TrainConfig& c, F&& f) {
   f("test_limit", c.test_limit);
   f("skip_bad_images", c.skip_bad_images);
   f("image_size", c.image_size);
+  f("tf32", c.tf32);
+  f("deterministic", c.deterministic);
 }
 
 }  // namespace

@@ -43,6 +43,8 @@ struct TrainConfig {
   int64_t image_size = 224;           // image folders: crop size (validation resizes to 256/224 x)
   int progress = -1;                  // progress line: 1 on, 0 off, -1 when stdout is a terminal
   bool write_files = true;            // run directory with config, CSVs and checkpoints
+  bool tf32 = false;                  // GPU: TF32 tensor cores for convolutions and GEMMs
+  bool deterministic = false;         // GPU: deterministic cuDNN algorithms only
 };
 
 // The recipe of the dataset (network-deconvolution.md section 5) for every setting not in

@@ -137,6 +137,7 @@ TrainConfig resume_config(const std::string& dir) {
 TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& resume_dir) {
   validate(cfg);
   const Device device = parse_device(cfg.device);
+  set_gpu_math({cfg.tf32, cfg.deterministic});
   const kernels::LossKind loss_kind = loss_kind_of(cfg);
   const bool resuming = !resume_dir.empty();
 
@@ -303,6 +304,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
 EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, std::ostream& log) {
   validate(cfg);
   const Device device = parse_device(cfg.device);
+  set_gpu_math({cfg.tf32, cfg.deterministic});
   DataSplits data = load_splits(cfg, false, true);
   std::shared_ptr<Module> net = build_for(cfg, *data.test);
   load_weights(weights, *net);

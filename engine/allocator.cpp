@@ -129,6 +129,12 @@ AllocatorStats allocator_stats(Device d) {
   return p.stats;
 }
 
+void reset_peak_bytes(Device d) {
+  Pool& p = pool(d);
+  std::lock_guard<std::mutex> lock(p.mutex);
+  p.stats.peak_bytes_in_use = p.stats.bytes_in_use;
+}
+
 void empty_cache(Device d) {
 #ifdef ND_WITH_CUDA
   if (d.is_cuda()) {
@@ -139,6 +145,91 @@ void empty_cache(Device d) {
 #else
   (void)d;
 #endif
+}
+
+// ---------------------------------------------------------------- pinned host memory
+
+namespace {
+
+struct PinnedBlock {
+  size_t size = 0;
+#ifdef ND_WITH_CUDA
+  cudaEvent_t last_use = nullptr;  // recorded after the last copy that reads the block
+  bool used = false;
+#endif
+};
+
+struct PinnedPool {
+  std::mutex mutex;
+  AllocatorStats stats;
+  std::unordered_map<void*, PinnedBlock> blocks;  // every block, in use or cached
+  std::multimap<size_t, void*> free_blocks;
+};
+
+PinnedPool& pinned_pool() {
+  static PinnedPool p;
+  return p;
+}
+
+}  // namespace
+
+void* allocate_pinned(size_t bytes) {
+#ifdef ND_WITH_CUDA
+  PinnedPool& p = pinned_pool();
+  const size_t size = round_up(std::max<size_t>(bytes, 1));
+  std::lock_guard<std::mutex> lock(p.mutex);
+  for (auto it = p.free_blocks.lower_bound(size);
+       it != p.free_blocks.end() && it->first <= 2 * size; ++it) {
+    PinnedBlock& b = p.blocks.at(it->second);
+    if (b.used && !kernels::cuda_event_done(b.last_use)) continue;  // a copy still reads it
+    void* ptr = it->second;
+    p.free_blocks.erase(it);
+    note_alloc(p.stats, b.size);
+    p.stats.cache_hits++;
+    return ptr;
+  }
+  void* ptr = kernels::cuda_host_alloc(size);
+  p.blocks[ptr].size = size;
+  p.stats.device_mallocs++;
+  p.stats.bytes_reserved += int64_t(size);
+  note_alloc(p.stats, size);
+  return ptr;
+#else
+  (void)bytes;
+  ND_FAIL("pinned host memory needs a CUDA build; this build has no CUDA support");
+#endif
+}
+
+void deallocate_pinned(void* ptr) {
+  if (!ptr) return;
+  PinnedPool& p = pinned_pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  auto it = p.blocks.find(ptr);
+  ND_CHECK(it != p.blocks.end(), "freeing a pinned block the allocator does not know");
+  p.stats.bytes_in_use -= int64_t(it->second.size);
+  p.free_blocks.emplace(it->second.size, ptr);
+}
+
+void note_pinned_use(void* ptr, cudaStream_t stream) {
+#ifdef ND_WITH_CUDA
+  PinnedPool& p = pinned_pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  auto it = p.blocks.find(ptr);
+  ND_CHECK(it != p.blocks.end(), "a copy from pinned memory the allocator does not know");
+  PinnedBlock& b = it->second;
+  if (!b.last_use) b.last_use = kernels::cuda_event_create();
+  kernels::cuda_event_record(b.last_use, stream);
+  b.used = true;
+#else
+  (void)ptr;
+  (void)stream;
+#endif
+}
+
+AllocatorStats pinned_stats() {
+  PinnedPool& p = pinned_pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  return p.stats;
 }
 
 DeviceScratch::~DeviceScratch() {

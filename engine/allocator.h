@@ -1,7 +1,10 @@
 // Memory for tensors. CPU: 64-byte aligned heap blocks. CUDA: a caching allocator per device that
 // keeps freed blocks for reuse, so steady-state training makes no new cudaMalloc; its counters
-// let tests assert that. All CUDA work runs on one stream per device, so a freed block may be
-// reused at once (stream order protects it).
+// let tests assert that. All CUDA compute runs on one stream per device, so a freed block may be
+// reused at once (stream order protects it); host-to-device copies run on a copy stream that
+// first waits for the compute stream (engine/ops_copy.cpp). Pinned (page-locked) host memory,
+// the source of asynchronous copies, is cached too, and a freed pinned block is handed out again
+// only once the copies that read it have finished.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,8 +27,18 @@ struct AllocatorStats {
 void* allocate(Device d, size_t bytes);
 void deallocate(Device d, void* p, size_t bytes);
 AllocatorStats allocator_stats(Device d);
+// Starts a new high-water mark: peak_bytes_in_use = bytes_in_use.
+void reset_peak_bytes(Device d);
 // Returns cached, unused CUDA blocks to the driver.
 void empty_cache(Device d);
+
+// Pinned host memory (CUDA builds only; throws otherwise).
+void* allocate_pinned(size_t bytes);
+void deallocate_pinned(void* p);
+// The block starting at `p` is read by work queued on `stream`: it is not reused before that
+// work has finished.
+void note_pinned_use(void* p, cudaStream_t stream);
+AllocatorStats pinned_stats();
 
 // Scratch memory for one kernel call, backed by the allocator; released on destruction.
 class DeviceScratch : public kernels::Scratch {

@@ -56,6 +56,14 @@ void synchronize(Device d) {
 #endif
 }
 
+void set_gpu_math(const GpuMath& m) {
+  kernels::set_gpu_math_mode(m);
+}
+
+GpuMath gpu_math() {
+  return kernels::gpu_math_mode();
+}
+
 Device parse_device(const std::string& spec) {
   if (spec == "cpu") return Device::cpu();
   if (spec == "auto") return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();

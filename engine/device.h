@@ -40,6 +40,11 @@ bool cuda_built();
 int cuda_device_count();
 // Waits for all queued work on `d` (a no-op for the CPU), e.g. before reading a clock.
 void synchronize(Device d);
+// GPU math of convolutions and GEMMs (kernels/common.h): TF32 tensor cores (--tf32) and
+// deterministic cuDNN algorithms only (--deterministic). Both off by default.
+using GpuMath = kernels::GpuMathMode;
+void set_gpu_math(const GpuMath& m);
+GpuMath gpu_math();
 // "auto" -> cuda:0 when a device exists, else cpu; "cpu"; "cuda" / "cuda:N". Throws on others.
 Device parse_device(const std::string& spec);
 

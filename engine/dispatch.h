@@ -3,6 +3,7 @@
 #pragma once
 #include <initializer_list>
 
+#include "engine/profile.h"
 #include "engine/tensor.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
@@ -10,31 +11,47 @@
 
 namespace nd::detail {
 
-// cpu(tag) is called with a float or double tag value; cuda(stream) with the device's stream.
+// The one branch between the CPU and CUDA: cpu() on the host, cuda(stream) with the stream of
+// `device` made current. Every op, copies and transfers included, passes here (and through the
+// profiler's scope). Ops on raw bytes of any dtype (copies, casts, fills) call it directly.
 template <typename CpuFn, typename CudaFn>
-void dispatch(const char* op, const Tensor& t, CpuFn&& cpu, CudaFn&& cuda) {
-  if (t.device().is_cuda()) {
+void dispatch_device(const char* op, Device device, CpuFn&& cpu, CudaFn&& cuda) {
+  profile::OpScope scope(op, device);
+  if (device.is_cuda()) {
 #ifdef ND_WITH_CUDA
-    ND_CHECK(t.dtype() == DType::F32, op, " on CUDA supports float32 only, got ",
-             dtype_name(t.dtype()));
-    kernels::cuda_set_device(t.device().index);
-    cuda(kernels::cuda_stream(t.device().index));
+    kernels::cuda_set_device(device.index);
+    cuda(kernels::cuda_stream(device.index));
 #else
     (void)cuda;
-    ND_FAIL(op, ": tensor on ", t.device().str(), " but this build has no CUDA support");
+    ND_FAIL(op, ": tensor on ", device.str(), " but this build has no CUDA support");
 #endif
     return;
   }
-  switch (t.dtype()) {
-    case DType::F32:
-      cpu(float{});
-      return;
-    case DType::F64:
-      cpu(double{});
-      return;
-    default:
-      ND_FAIL(op, " needs a floating-point tensor, got ", dtype_name(t.dtype()));
-  }
+  cpu();
+}
+
+// Floating-point ops: cpu(tag) is called with a float or double tag value; cuda(stream) with
+// the device's stream (CUDA kernels take float32 only).
+template <typename CpuFn, typename CudaFn>
+void dispatch(const char* op, const Tensor& t, CpuFn&& cpu, CudaFn&& cuda) {
+  if (t.device().is_cuda())
+    ND_CHECK(t.dtype() == DType::F32, op, " on CUDA supports float32 only, got ",
+             dtype_name(t.dtype()));
+  dispatch_device(
+      op, t.device(),
+      [&] {
+        switch (t.dtype()) {
+          case DType::F32:
+            cpu(float{});
+            return;
+          case DType::F64:
+            cpu(double{});
+            return;
+          default:
+            ND_FAIL(op, " needs a floating-point tensor, got ", dtype_name(t.dtype()));
+        }
+      },
+      cuda);
 }
 
 inline void check_same_device(const char* op, std::initializer_list<const Tensor*> ts) {

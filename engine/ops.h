@@ -123,6 +123,20 @@ Tensor newton_schulz(const Tensor& a, int64_t iters);
 std::pair<Tensor, Tensor> fold(const Tensor& w, const Tensor& bias, const Tensor& d,
                                const Tensor& mu, const kernels::FoldShape& s);
 
+// ---- raw copies (outside autograd; Tensor's contiguous(), clone(), copy_(), fill_() and to()
+// are built on them). Any dtype.
+// src (any strides) -> dst (contiguous, same shape, device and dtype).
+void copy_to_contiguous(const Tensor& src, const Tensor& dst);
+// src (contiguous) -> dst (a strided view of the same shape, device and dtype).
+void copy_from_contiguous(const Tensor& src, const Tensor& dst);
+void fill(const Tensor& dst, double value);       // dst contiguous
+void cast(const Tensor& src, const Tensor& dst);  // both contiguous, same device and shape
+// src -> dst, both contiguous, same dtype and shape, on different devices. To a GPU the copy
+// runs on the device's copy stream from pinned memory (pageable sources are staged in pinned
+// memory first), after the compute stream's queued work, and the compute stream waits for it:
+// the host never waits. From a GPU it waits for the copy (the caller reads the result).
+void transfer(const Tensor& src, const Tensor& dst);
+
 // ---- optimizers (in place, no autograd)
 void sgd_step(const kernels::SgdConfig& c, Tensor& param, const Tensor& grad, Tensor& buf);
 void adam_step(const kernels::AdamConfig& c, Tensor& param, const Tensor& grad, Tensor& m,

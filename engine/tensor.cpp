@@ -7,7 +7,6 @@
 #include <sstream>
 
 #include "engine/autograd.h"
-#include "engine/dispatch.h"
 #include "engine/ops.h"
 
 namespace nd {
@@ -36,9 +35,18 @@ Shape contiguous_strides(const Shape& s) {
   return st;
 }
 
-Storage::Storage(Device d, size_t bytes) : device_(d), bytes_(bytes), data_(allocate(d, bytes)) {}
+Storage::Storage(Device d, size_t bytes, bool pinned)
+    : device_(d),
+      bytes_(bytes),
+      pinned_(pinned),
+      data_(pinned ? allocate_pinned(bytes) : allocate(d, bytes)) {
+  ND_CHECK(!pinned || d.is_cpu(), "only host memory can be pinned");
+}
 Storage::~Storage() {
-  deallocate(device_, data_, bytes_);
+  if (pinned_)
+    deallocate_pinned(data_);
+  else
+    deallocate(device_, data_, bytes_);
 }
 
 // ---------------------------------------------------------------- factories
@@ -123,36 +131,12 @@ Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset)
   return Tensor(impl);
 }
 
-kernels::StridedLayout strided_layout(const Tensor& t) {
-  kernels::StridedLayout l;
-  l.ndim = int(t.dim());
-  for (int i = 0; i < l.ndim; ++i) {
-    l.shape[i] = t.shape()[i];
-    l.stride[i] = t.strides()[i];
-  }
-  return l;
-}
-
-// Copies src (any strides, same device and dtype) into the contiguous tensor dst.
-void gather_contiguous(const Tensor& src, const Tensor& dst) {
-  if (src.numel() == 0) return;
-  const kernels::StridedLayout l = strided_layout(src);
-  if (src.device().is_cuda()) {
-#ifdef ND_WITH_CUDA
-    kernels::cuda_set_device(src.device().index);
-    kernels::copy_strided_cuda(src.raw_data(), dst.raw_data(), elem_type(src.dtype()), l,
-                               kernels::cuda_stream(src.device().index));
-#endif
-  } else {
-    kernels::copy_strided_cpu(src.raw_data(), dst.raw_data(), elem_type(src.dtype()), l);
-  }
-}
 }  // namespace
 
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
   Tensor out = empty(shape(), dtype(), device());
-  gather_contiguous(*this, out);
+  ops::copy_to_contiguous(*this, out);
   return record(out, {*this}, "contiguous", [](const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
@@ -242,7 +226,7 @@ Tensor Tensor::detach() const {
 
 Tensor Tensor::clone() const {
   Tensor out = empty(shape(), dtype(), device());
-  gather_contiguous(*this, out);
+  ops::copy_to_contiguous(*this, out);
   return record(out, {*this}, "clone", [](const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
@@ -255,85 +239,45 @@ void Tensor::copy_(const Tensor& src) {
   Tensor s = src;
   if (s.dtype() != dtype()) s = s.detach().to(dtype());
   if (s.device() != device()) s = s.detach().to(device());
-  if (is_contiguous()) {
-    gather_contiguous(s, *this);
-    return;
-  }
-  // Strided destination (a view): scatter a contiguous copy of the source into it.
-  Tensor sc = s.contiguous();
-  const kernels::StridedLayout l = strided_layout(*this);
-  if (device().is_cuda()) {
-#ifdef ND_WITH_CUDA
-    kernels::cuda_set_device(device().index);
-    kernels::scatter_strided_cuda(sc.raw_data(), raw_data(), elem_type(dtype()), l,
-                                  kernels::cuda_stream(device().index));
-#endif
-  } else {
-    kernels::scatter_strided_cpu(sc.raw_data(), raw_data(), elem_type(dtype()), l);
-  }
+  if (is_contiguous())
+    ops::copy_to_contiguous(s, *this);
+  else  // a strided destination (a view): scatter a contiguous copy of the source into it
+    ops::copy_from_contiguous(s.contiguous(), *this);
 }
 
 void Tensor::fill_(double value) {
   ND_CHECK(is_contiguous(), "fill_ on a non-contiguous view");
-  if (numel() == 0) return;
-  if (device().is_cuda()) {
-#ifdef ND_WITH_CUDA
-    kernels::cuda_set_device(device().index);
-    kernels::fill_cuda(raw_data(), elem_type(dtype()), numel(), value,
-                       kernels::cuda_stream(device().index));
-#endif
-  } else {
-    kernels::fill_cpu(raw_data(), elem_type(dtype()), numel(), value);
-  }
+  ops::fill(*this, value);
 }
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
   Tensor src = contiguous();
   Tensor out = empty(shape(), dtype(), d);
-  const size_t bytes = size_t(numel()) * dtype_size(dtype());
-  if (bytes > 0) {
-#ifdef ND_WITH_CUDA
-    if (d.is_cuda() && src.device().is_cpu()) {
-      kernels::cuda_set_device(d.index);
-      kernels::cuda_memcpy_h2d(out.raw_data(), src.raw_data(), bytes,
-                               kernels::cuda_stream(d.index));
-      // The host buffer may be freed right after; wait so the async copy has read it.
-      kernels::cuda_synchronize(kernels::cuda_stream(d.index));
-    } else if (d.is_cpu() && src.device().is_cuda()) {
-      kernels::cuda_set_device(src.device().index);
-      kernels::cuda_memcpy_d2h(out.raw_data(), src.raw_data(), bytes,
-                               kernels::cuda_stream(src.device().index));
-    } else {
-      kernels::cuda_synchronize(kernels::cuda_stream(src.device().index));
-      kernels::cuda_set_device(d.index);
-      kernels::cuda_memcpy_d2d(out.raw_data(), src.raw_data(), bytes,
-                               kernels::cuda_stream(d.index));
-    }
-#else
-    ND_FAIL("cannot move a tensor to ", d.str(), ": this build has no CUDA support");
-#endif
-  }
+  ops::transfer(src, out);
   const Device from = device();
   return record(out, {*this}, "to_device",
                 [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+}
+
+Tensor Tensor::pin_memory() const {
+  ND_CHECK(device().is_cpu(), "pin_memory: the tensor is on ", device().str(), ", not the host");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage =
+      std::make_shared<Storage>(Device::cpu(), size_t(numel()) * dtype_size(dtype()), true);
+  impl->shape = shape();
+  impl->strides = contiguous_strides(shape());
+  impl->dtype = dtype();
+  Tensor out(impl);
+  ops::copy_to_contiguous(detach(), out);
+  return out;
 }
 
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
   Tensor src = contiguous();
   Tensor out = empty(shape(), t, device());
-  if (numel() > 0) {
-    if (device().is_cuda()) {
-#ifdef ND_WITH_CUDA
-      kernels::cuda_set_device(device().index);
-      kernels::cast_cuda(src.raw_data(), elem_type(dtype()), out.raw_data(), elem_type(t), numel(),
-                         kernels::cuda_stream(device().index));
-#endif
-    } else {
-      kernels::cast_cpu(src.raw_data(), elem_type(dtype()), out.raw_data(), elem_type(t), numel());
-    }
-  }
+  ops::cast(src, out);
   if (!is_floating(t) || !is_floating(dtype())) return out;
   const DType from = dtype();
   return record(out, {*this}, "to_dtype",

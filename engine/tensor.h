@@ -21,20 +21,23 @@ Shape contiguous_strides(const Shape& s);
 
 class Node;  // autograd graph node (engine/autograd.h)
 
-// Owns one allocation; freed when the last view goes away.
+// Owns one allocation; freed when the last view goes away. Host storage may be pinned
+// (page-locked, CUDA builds), the source of asynchronous copies to a GPU.
 class Storage {
  public:
-  Storage(Device d, size_t bytes);
+  Storage(Device d, size_t bytes, bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
+  bool pinned() const { return pinned_; }
 
  private:
   Device device_;
   size_t bytes_;
+  bool pinned_;
   void* data_;
 };
 
@@ -48,7 +51,7 @@ struct TensorImpl {
   // autograd
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;     // set on results of differentiable ops
-  int output_nr = 0;  // which output of grad_fn this tensor is
+  int output_nr = 0;                 // which output of grad_fn this tensor is
   std::shared_ptr<TensorImpl> grad;  // accumulated gradient of a leaf
 };
 
@@ -93,6 +96,9 @@ class Tensor {
   Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
   Tensor to(Device d) const;
   Tensor to(DType t) const;  // not differentiable between float and integer types
+  // A copy in pinned host memory (CUDA builds), whose copies to a GPU do not stall the host.
+  Tensor pin_memory() const;
+  bool is_pinned() const { return storage()->pinned(); }
   Tensor clone() const;
   Tensor detach() const;  // shares storage, no autograd history
 

@@ -9,10 +9,22 @@
 
 struct CUstream_st;
 typedef struct CUstream_st* cudaStream_t;  // identical to the CUDA runtime's own typedef
+struct CUevent_st;
+typedef struct CUevent_st* cudaEvent_t;  // likewise
 
 namespace nd::kernels {
 
 constexpr int kMaxDims = 8;
+
+// How the CUDA kernels of cuBLAS and cuDNN may compute: TF32 tensor cores for float32
+// convolutions and GEMMs (off: full FP32, close to the CPU reference), and only deterministic
+// cuDNN algorithms (bitwise repeatable). Process-wide; no effect on the CPU kernels.
+struct GpuMathMode {
+  bool tf32 = false;
+  bool deterministic = false;
+};
+void set_gpu_math_mode(const GpuMathMode& m);
+GpuMathMode gpu_math_mode();
 
 // Temporary device memory for one call (cuDNN workspaces, reduction buffers). Buffers stay valid
 // until the Scratch object is destroyed; engine/ backs it with the caching allocator.

@@ -1,9 +1,12 @@
 // CUDA convolution family (see conv.h): batched im2col/col2im kernels, and 2-D convolution forward
-// and backward through cuDNN's legacy API. Every convolution descriptor uses CUDNN_FMA_MATH so
-// cuDNN never picks TF32 tensor-core kernels, which would round inputs to 10 mantissa bits and
-// make the GPU drift from the CPU reference. Descriptors and chosen algorithms are cached per
-// (device, shape); algorithms come from cuDNN's heuristics (no timing runs) and their workspace
-// from the caller's Scratch.
+// and backward through cuDNN's legacy API. By default every convolution descriptor uses
+// CUDNN_FMA_MATH so cuDNN never picks TF32 tensor-core kernels, which would round inputs to 10
+// mantissa bits and make the GPU drift from the CPU reference; with the TF32 math mode
+// (common.h, --tf32) descriptors use CUDNN_DEFAULT_MATH as PyTorch's default does, and each call
+// runs with the math type its algorithm was chosen for. With the deterministic mode only
+// algorithms cuDNN reports as deterministic are used. Descriptors and chosen algorithms are
+// cached per (device, shape, math mode); algorithms come from cuDNN's heuristics (no timing runs)
+// and their workspace from the caller's Scratch.
 #include <algorithm>
 #include <array>
 #include <climits>
@@ -156,6 +159,7 @@ struct AlgoChoice {
   bool ready = false;
   Algo algo{};
   size_t workspace = 0;
+  cudnnMathType_t math = CUDNN_FMA_MATH;  // the descriptor's math type for this algorithm
 };
 
 struct ConvPlan {
@@ -166,7 +170,9 @@ struct ConvPlan {
   AlgoChoice<cudnnConvolutionBwdDataAlgo_t> bwd_data;
   AlgoChoice<cudnnConvolutionBwdFilterAlgo_t> bwd_filter;
 
-  explicit ConvPlan(const Conv2dShape& s) {
+  GpuMathMode mode;
+
+  ConvPlan(const Conv2dShape& s, const GpuMathMode& m) : mode(m) {
     const int n = to_int(s.n, "n"), c = to_int(s.c, "c"), h = to_int(s.h, "h");
     const int wd = to_int(s.w, "w"), o = to_int(s.o, "o"), g = to_int(s.groups, "groups");
     const int oh = to_int(s.out_h(), "out_h"), ow = to_int(s.out_w(), "out_w");
@@ -180,44 +186,70 @@ struct ConvPlan {
         to_int(s.stride_h, "stride_h"), to_int(s.stride_w, "stride_w"), to_int(s.dil_h, "dil_h"),
         to_int(s.dil_w, "dil_w"), CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     ND_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv.get(), g));
-    // FMA only: no TF32 tensor cores, so results track the CPU reference (see the file comment).
-    ND_CUDNN_CHECK(cudnnSetConvolutionMathType(conv.get(), CUDNN_FMA_MATH));
+    // FMA only unless TF32 is asked for, so results track the CPU reference (file comment).
+    ND_CUDNN_CHECK(cudnnSetConvolutionMathType(conv.get(), base_math()));
     int dn = 0, dc = 0, dh = 0, dw = 0;
     ND_CUDNN_CHECK(
         cudnnGetConvolution2dForwardOutputDim(conv.get(), x.get(), w.get(), &dn, &dc, &dh, &dw));
     ND_CHECK(dn == n && dc == o && dh == oh && dw == ow, "conv2d (cuDNN): output ", dn, "x", dc,
              "x", dh, "x", dw, " differs from the expected ", n, "x", o, "x", oh, "x", ow);
   }
+  cudnnMathType_t base_math() const { return mode.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
+  // Sets the descriptor's math type to the one `choice` was picked with (cuDNN requires it).
+  template <typename Algo>
+  void use(const AlgoChoice<Algo>& choice) const {
+    ND_CUDNN_CHECK(cudnnSetConvolutionMathType(conv.get(), choice.math));
+  }
 };
 
-// Heuristic results come best first; take the first that succeeded, does not use tensor-op
-// math, reports a workspace size under this descriptor (so it runs with FMA math) and fits the
-// workspace cap. `workspace_of` returns false when cuDNN rejects the algorithm.
+// cuDNN documents these as non-deterministic (they accumulate with atomics).
+bool nondeterministic(cudnnConvolutionFwdAlgo_t) {
+  return false;
+}
+bool nondeterministic(cudnnConvolutionBwdDataAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+}
+bool nondeterministic(cudnnConvolutionBwdFilterAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+}
+
+// Heuristic results come best first; take the first that succeeded, fits the plan's math mode
+// (no tensor-op math unless TF32 is on; deterministic when asked), reports a workspace size
+// under this descriptor and fits the workspace cap. `workspace_of` returns false when cuDNN
+// rejects the algorithm.
 template <typename Perf, typename Algo, typename WorkspaceOf>
-AlgoChoice<Algo> pick(const std::vector<Perf>& perf, int returned,
+AlgoChoice<Algo> pick(const ConvPlan& plan, const std::vector<Perf>& perf, int returned,
                       const std::vector<Algo>& fallbacks, WorkspaceOf workspace_of,
                       const char* what) {
   AlgoChoice<Algo> choice;
-  auto try_algo = [&](Algo a) {
+  auto try_algo = [&](Algo a, cudnnMathType_t math) {
+    if (plan.mode.deterministic && nondeterministic(a)) return false;
+    ND_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), math));
     size_t bytes = 0;
-    if (!workspace_of(a, &bytes) || bytes > kMaxWorkspaceBytes) return false;
+    const bool usable = workspace_of(a, &bytes) && bytes <= kMaxWorkspaceBytes;
+    ND_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), plan.base_math()));
+    if (!usable) return false;
     choice.ready = true;
     choice.algo = a;
     choice.workspace = bytes;
+    choice.math = math;
     return true;
   };
   for (int i = 0; i < returned; ++i) {
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
-    if (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
-      continue;
-    if (try_algo(p.algo)) return choice;
+    const bool tensor_op =
+        p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+    if (tensor_op && !plan.mode.tf32) continue;
+    if (plan.mode.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
+    if (try_algo(p.algo, p.mathType)) return choice;
   }
   for (Algo a : fallbacks)
-    if (try_algo(a)) return choice;
-  ND_FAIL("conv2d (cuDNN): no usable ", what,
-          " algorithm without tensor-op math for this shape and a workspace under ",
-          kMaxWorkspaceBytes >> 20, " MiB");
+    if (try_algo(a, plan.base_math())) return choice;
+  ND_FAIL("conv2d (cuDNN): no usable ", what, " algorithm",
+          plan.mode.tf32 ? "" : " without tensor-op math",
+          plan.mode.deterministic ? " that is deterministic" : "",
+          " for this shape and a workspace under ", kMaxWorkspaceBytes >> 20, " MiB");
 }
 
 void choose_forward(cudnnHandle_t h, ConvPlan& p) {
@@ -228,7 +260,7 @@ void choose_forward(cudnnHandle_t h, ConvPlan& p) {
   ND_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
       h, p.x.get(), p.w.get(), p.conv.get(), p.y.get(), max_count, &returned, perf.data()));
   p.fwd = pick(
-      perf, returned,
+      p, perf, returned,
       std::vector<cudnnConvolutionFwdAlgo_t>{CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
                                              CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
                                              CUDNN_CONVOLUTION_FWD_ALGO_GEMM},
@@ -247,7 +279,7 @@ void choose_backward_data(cudnnHandle_t h, ConvPlan& p) {
   ND_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
       h, p.w.get(), p.y.get(), p.conv.get(), p.x.get(), max_count, &returned, perf.data()));
   p.bwd_data = pick(
-      perf, returned,
+      p, perf, returned,
       std::vector<cudnnConvolutionBwdDataAlgo_t>{CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_0},
       [&](cudnnConvolutionBwdDataAlgo_t a, size_t* bytes) {
@@ -266,7 +298,7 @@ void choose_backward_filter(cudnnHandle_t h, ConvPlan& p) {
   ND_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
       h, p.x.get(), p.y.get(), p.conv.get(), p.w.get(), max_count, &returned, perf.data()));
   p.bwd_filter = pick(
-      perf, returned,
+      p, perf, returned,
       std::vector<cudnnConvolutionBwdFilterAlgo_t>{CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
                                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0},
       [&](cudnnConvolutionBwdFilterAlgo_t a, size_t* bytes) {
@@ -293,12 +325,14 @@ PlanView get_plan(const Conv2dShape& s, cudnnHandle_t h, bool fwd, bool bwd_data
   static std::map<std::array<int64_t, 16>, std::unique_ptr<ConvPlan>> cache;
   int device = 0;
   ND_CUDA_CHECK(cudaGetDevice(&device));
+  const GpuMathMode mode = gpu_math_mode();
+  const int64_t mode_bits = (mode.tf32 ? 1 : 0) | (mode.deterministic ? 2 : 0);
   const std::array<int64_t, 16> key = {device,  s.n,     s.c,        s.h,        s.w,     s.o,
                                        s.kh,    s.kw,    s.stride_h, s.stride_w, s.pad_h, s.pad_w,
-                                       s.dil_h, s.dil_w, s.groups,   0};
+                                       s.dil_h, s.dil_w, s.groups,   mode_bits};
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<ConvPlan>& slot = cache[key];
-  if (!slot) slot = std::make_unique<ConvPlan>(s);
+  if (!slot) slot = std::make_unique<ConvPlan>(s, mode);
   ConvPlan& p = *slot;
   if (fwd && !p.fwd.ready) choose_forward(h, p);
   if (bwd_data && !p.bwd_data.ready) choose_backward_data(h, p);
@@ -335,6 +369,7 @@ void conv2d_forward_cuda(const Conv2dShape& s, const float* x, const float* w, c
   const ConvPlan& p = *v.plan;
   const float one = 1.0f, zero = 0.0f;
   void* ws = workspace(scratch, v.fwd.workspace);
+  p.use(v.fwd);
   ND_CUDNN_CHECK(cudnnConvolutionForward(h, &one, p.x.get(), x, p.w.get(), w, p.conv.get(),
                                          v.fwd.algo, ws, v.fwd.workspace, &zero, p.y.get(), y));
   if (bias) {  // y += bias broadcast over (N, ., oh, ow)
@@ -363,11 +398,13 @@ void conv2d_backward_cuda(const Conv2dShape& s, const float* x, const float* w, 
       std::max(dx ? v.bwd_data.workspace : size_t(0), dw ? v.bwd_filter.workspace : size_t(0));
   void* ws = workspace(scratch, ws_bytes);
   if (dx) {
+    p.use(v.bwd_data);
     ND_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, p.w.get(), w, p.y.get(), dy, p.conv.get(),
                                                 v.bwd_data.algo, ws, v.bwd_data.workspace, &zero,
                                                 p.x.get(), dx));
   }
   if (dw) {
+    p.use(v.bwd_filter);
     ND_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, p.x.get(), x, p.y.get(), dy,
                                                   p.conv.get(), v.bwd_filter.algo, ws,
                                                   v.bwd_filter.workspace, &zero, p.w.get(), dw));

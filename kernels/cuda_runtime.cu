@@ -2,6 +2,8 @@
 // engine stream per device) and the per-device cuBLAS/cuDNN/cuSOLVER handles of cuda_check.h.
 // Streams and handles are created lazily under a mutex and kept for the life of the process:
 // destroying them from static destructors could run after the CUDA runtime has shut down.
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -102,10 +104,10 @@ void* cuda_malloc(size_t bytes) {
   int device = -1;
   (void)cudaGetDevice(&device);
   constexpr size_t kMiB = size_t(1) << 20;  // whole MiB: no exponent notation in the message
-  throw OutOfMemoryError(nd::detail::concat(
-      "CUDA out of memory on device ", device, ": tried to allocate ", bytes, " bytes (",
-      bytes / kMiB, " MiB) with ", free_bytes / kMiB, " MiB free of ", total_bytes / kMiB,
-      " MiB; reduce --batch-size"));
+  throw OutOfMemoryError(nd::detail::concat("CUDA out of memory on device ", device,
+                                            ": tried to allocate ", bytes, " bytes (", bytes / kMiB,
+                                            " MiB) with ", free_bytes / kMiB, " MiB free of ",
+                                            total_bytes / kMiB, " MiB; reduce --batch-size"));
 }
 
 void cuda_free(void* p) {
@@ -119,6 +121,26 @@ void cuda_free(void* p) {
   ND_CUDA_CHECK(e);
 }
 
+void* cuda_host_alloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocDefault);
+  if (e == cudaSuccess) return p;
+  (void)cudaGetLastError();
+  if (e != cudaErrorMemoryAllocation)
+    detail::throw_cuda_error(e, "cudaHostAlloc(&p, bytes, cudaHostAllocDefault)", __FILE__,
+                             __LINE__);
+  throw OutOfMemoryError(nd::detail::concat("out of pinned host memory allocating ", bytes,
+                                            " bytes; reduce --batch-size or --workers"));
+}
+
+namespace {
+std::atomic<int64_t> g_host_syncs{0};
+}  // namespace
+
+int64_t cuda_host_syncs() {
+  return g_host_syncs.load();
+}
+
 void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   if (bytes == 0) return;
   ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
@@ -127,6 +149,7 @@ void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
 void cuda_memcpy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   if (bytes == 0) return;
   ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+  ++g_host_syncs;
   ND_CUDA_CHECK(cudaStreamSynchronize(s));  // the caller reads dst right away
 }
 
@@ -135,20 +158,37 @@ void cuda_memcpy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
 }
 
+void cuda_memcpy_peer(void* dst, int dst_device, const void* src, int src_device, size_t bytes,
+                      cudaStream_t s) {
+  if (bytes == 0) return;
+  ND_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, bytes, s));
+}
+
 void cuda_synchronize(cudaStream_t s) {
+  ++g_host_syncs;
   ND_CUDA_CHECK(cudaStreamSynchronize(s));
 }
+
+namespace {
+// Non-blocking: does not serialise with the legacy default stream used by other libraries.
+cudaStream_t create_stream(int device) {
+  DeviceGuard guard(device);
+  cudaStream_t s = nullptr;
+  ND_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+}  // namespace
 
 cudaStream_t cuda_stream(int device) {
   static PerDevice<cudaStream_t> streams;
   check_device_index(device);
-  return streams.get(device, [device] {
-    DeviceGuard guard(device);
-    cudaStream_t s = nullptr;
-    // Non-blocking: does not serialise with the legacy default stream used by other libraries.
-    ND_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    return s;
-  });
+  return streams.get(device, [device] { return create_stream(device); });
+}
+
+cudaStream_t cuda_copy_stream(int device) {
+  static PerDevice<cudaStream_t> streams;
+  check_device_index(device);
+  return streams.get(device, [device] { return create_stream(device); });
 }
 
 size_t cuda_free_memory(int device) {
@@ -159,16 +199,59 @@ size_t cuda_free_memory(int device) {
   return free_bytes;
 }
 
+cudaEvent_t cuda_event_create() {
+  cudaEvent_t e = nullptr;
+  ND_CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+
+void cuda_event_destroy(cudaEvent_t e) {
+  if (e == nullptr) return;
+  const cudaError_t err = cudaEventDestroy(e);
+  if (err == cudaErrorCudartUnloading || err == cudaErrorContextIsDestroyed) {
+    (void)cudaGetLastError();
+    return;
+  }
+  ND_CUDA_CHECK(err);
+}
+
+void cuda_event_record(cudaEvent_t e, cudaStream_t s) {
+  ND_CUDA_CHECK(cudaEventRecord(e, s));
+}
+
+void cuda_event_synchronize(cudaEvent_t e) {
+  ND_CUDA_CHECK(cudaEventSynchronize(e));
+}
+
+bool cuda_event_done(cudaEvent_t e) {
+  const cudaError_t err = cudaEventQuery(e);
+  if (err == cudaErrorNotReady) return false;  // a status, not an error: nothing to clear
+  ND_CUDA_CHECK(err);
+  return true;
+}
+
+void cuda_stream_wait_event(cudaStream_t s, cudaEvent_t e) {
+  ND_CUDA_CHECK(cudaStreamWaitEvent(s, e, 0));
+}
+
+float cuda_event_elapsed_ms(cudaEvent_t start, cudaEvent_t stop) {
+  float ms = 0;
+  ND_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  return ms;
+}
+
 cublasHandle_t cublas_handle(cudaStream_t s) {
   static PerDevice<cublasHandle_t> handles;
   cublasHandle_t h = handles.get(current_device(), [] {
     cublasHandle_t created = nullptr;
     ND_CUBLAS_CHECK(cublasCreate(&created));
-    // CUBLAS_DEFAULT_MATH keeps FP32 GEMMs in full FP32 (no TF32 tensor cores), so GPU results
-    // track the CPU reference; set explicitly rather than relying on the library default.
-    ND_CUBLAS_CHECK(cublasSetMathMode(created, CUBLAS_DEFAULT_MATH));
     return created;
   });
+  // CUBLAS_DEFAULT_MATH keeps FP32 GEMMs in full FP32 (no TF32 tensor cores), so GPU results
+  // track the CPU reference; TF32 only when the math mode asks (--tf32). Set on every use so a
+  // change of mode takes effect at once.
+  ND_CUBLAS_CHECK(cublasSetMathMode(
+      h, gpu_math_mode().tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   ND_CUBLAS_CHECK(cublasSetStream(h, s));
   return h;
 }

@@ -15,12 +15,33 @@ std::string cuda_device_name(int index);
 // Raw allocation; throws nd::OutOfMemoryError naming the request when the device is full.
 void* cuda_malloc(size_t bytes);
 void cuda_free(void* p);
+// Page-locked host memory (the source of asynchronous host-to-device copies).
+void* cuda_host_alloc(size_t bytes);
+// Asynchronous on `s`; `src` must be pinned and stay untouched until the copy has run.
 void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s);
 void cuda_memcpy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s);  // synchronous
 void cuda_memcpy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s);
+// Between devices, asynchronous on `s` (a stream of the destination device).
+void cuda_memcpy_peer(void* dst, int dst_device, const void* src, int src_device, size_t bytes,
+                      cudaStream_t s);
 void cuda_synchronize(cudaStream_t s);
+// How many times the host has waited for a device so far (synchronize calls and
+// device-to-host copies): a training step should add none between its loss reads.
+int64_t cuda_host_syncs();
 // The stream all engine work on `device` is queued on (created on first use).
 cudaStream_t cuda_stream(int device);
+// The stream host-to-device copies of `device` run on, beside the compute stream.
+cudaStream_t cuda_copy_stream(int device);
 size_t cuda_free_memory(int device);
+
+// Events (with timing) on the current device: recorded on a stream, waited on by another stream
+// or the host, and timed against each other.
+cudaEvent_t cuda_event_create();
+void cuda_event_destroy(cudaEvent_t e);
+void cuda_event_record(cudaEvent_t e, cudaStream_t s);
+void cuda_event_synchronize(cudaEvent_t e);
+bool cuda_event_done(cudaEvent_t e);  // true once all work before its record has finished
+void cuda_stream_wait_event(cudaStream_t s, cudaEvent_t e);
+float cuda_event_elapsed_ms(cudaEvent_t start, cudaEvent_t stop);
 
 }  // namespace nd::kernels

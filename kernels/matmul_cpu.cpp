@@ -25,9 +25,12 @@ void gemm_cpu(const GemmShape& g, double alpha, const T* a, const T* b, double b
   if (g.m == 0 || g.n == 0) return;
   for (int64_t i = 0; i < g.batch; ++i) {
     T* ci = c + i * g.stride_c;
-    if (g.k == 0) {  // BLAS leaves C untouched when k == 0 only for beta == 1
+    if (g.k == 0) {  // op(A) op(B) is empty: C = beta * C, overwritten with 0 when beta == 0
       for (int64_t r = 0; r < g.m; ++r)
-        for (int64_t col = 0; col < g.n; ++col) ci[r * g.ldc + col] *= T(beta);
+        for (int64_t col = 0; col < g.n; ++col) {
+          T& v = ci[r * g.ldc + col];
+          v = beta == 0 ? T(0) : T(beta) * v;  // 0 * NaN garbage would stay NaN
+        }
       continue;
     }
     gemm_one(g, alpha, a + i * g.stride_a, b + i * g.stride_b, beta, ci);

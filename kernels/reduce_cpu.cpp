@@ -1,6 +1,8 @@
 // CPU reference of the reduction family (see reduce.h); sums accumulate in double.
 #include <vector>
 
+#include <cmath>
+
 #include "kernels/reduce.h"
 
 namespace nd::kernels {
@@ -24,8 +26,8 @@ void argmax_rows_cpu(const T* x, int64_t* idx, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* row = x + r * cols;
     int64_t best = 0;
-    for (int64_t c = 1; c < cols; ++c)
-      if (row[c] > row[best]) best = c;
+    for (int64_t c = 1; c < cols && !std::isnan(row[best]); ++c)
+      if (std::isnan(row[c]) || row[c] > row[best]) best = c;
     idx[r] = best;
   }
 }

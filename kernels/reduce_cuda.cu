@@ -65,8 +65,20 @@ __global__ void sum_axis_kernel(const float* __restrict__ x, float* __restrict__
   }
 }
 
-// One warp per row. Each lane keeps the first maximum of its strided slice; the butterfly merge
-// prefers the larger value and, on ties, the smaller index, so the result is the first maximum.
+// "a at index ia ranks before b at index ib" for the first maximum with NaN above every number
+// (argmax_rows_cpu's rule); an index of `cols` means "nothing seen yet" and ranks last. The rule
+// is a total order, so lanes may merge in any order and still agree with the CPU's scan.
+__device__ bool ranks_before(float a, int64_t ia, float b, int64_t ib, int64_t cols) {
+  if (ia == cols) return false;
+  if (ib == cols) return true;
+  const bool an = isnan(a), bn = isnan(b);
+  if (an != bn) return an;
+  if (!an && a != b) return a > b;
+  return ia < ib;
+}
+
+// One warp per row. Each lane keeps the best of its strided slice; a butterfly merge of
+// (value, index) pairs by ranks_before gives the row's first maximum.
 __global__ void argmax_rows_kernel(const float* __restrict__ x, int64_t* __restrict__ idx,
                                    int64_t rows, int64_t cols) {
   const int lane = threadIdx.x & 31;
@@ -76,10 +88,10 @@ __global__ void argmax_rows_kernel(const float* __restrict__ x, int64_t* __restr
   for (int64_t r = warp; r < rows; r += warp_stride) {  // uniform within the warp
     const float* row = x + r * cols;
     float best = -INFINITY;
-    int64_t best_i = cols;  // cols means "nothing seen yet"
+    int64_t best_i = cols;
     for (int64_t c = lane; c < cols; c += 32) {
       const float v = row[c];
-      if (best_i == cols || v > best) {
+      if (ranks_before(v, c, best, best_i, cols)) {
         best = v;
         best_i = c;
       }
@@ -87,8 +99,7 @@ __global__ void argmax_rows_kernel(const float* __restrict__ x, int64_t* __restr
     for (int offset = 16; offset > 0; offset >>= 1) {
       const float other = __shfl_down_sync(kFullMask, best, offset);
       const int64_t other_i = __shfl_down_sync(kFullMask, best_i, offset);
-      if (other_i < cols &&
-          (best_i == cols || other > best || (other == best && other_i < best_i))) {
+      if (ranks_before(other, other_i, best, best_i, cols)) {
         best = other;
         best_i = other_i;
       }

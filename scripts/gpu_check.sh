@@ -1,56 +1,253 @@
 #!/usr/bin/env bash
-# The one-shot check for the lent GPU machine (H100/H200, minutes at a time): build with CUDA,
-# run the CUDA tests with ND_REQUIRE_GPU=1 (no device = failure), the CPU tests, the kernel
-# microbenchmarks, the loader benchmark, short Fashion-MNIST runs and a ResNet-18 epoch on
-# Fashion-MNIST in the CIFAR format on the GPU; every log goes to $OUT (default
-# gpu-check-out/). Finishes within about 10 minutes. Data the machine lacks travels in .gpu_carry/
-# (ignored by git): .gpu_carry/fashion-mnist/*.gz — prepare it with scripts/gpu_carry.sh.
+# The one-call check for the lent GPU machine (one H100/H200, 16 cores, minutes at a time):
+#   bash scripts/gpu_check.sh             on the GPU machine (see README, "GPU check")
+#   bash scripts/gpu_check.sh --dry-run   the same plumbing on a machine without a GPU (CI)
+# It builds only what it runs (nd_cuda_tests, the benchmarks, nd-train; CUDA with line info),
+# runs every Catch2 test case of nd_cuda_tests in its own process (CUDA_LAUNCH_BLOCKING=1, so a
+# sticky CUDA error fails only its own case, where it happened), compute-sanitizer memcheck over
+# the [memcheck] cases and racecheck over the [racecheck] cases at small sizes (ND_TEST_SMALL=1),
+# then nd-bench-train (ResNet-18, VGG-16, DenseNet-121 at batch 128, BN and ND, FP32 and TF32,
+# and a ResNet-18 profile), nd-bench-deconv --quick and one Fashion-MNIST MLP epoch per norm.
+# Every step has its own timeout inside one budget (default 420 s); the summary (stdout, at
+# most ~10,000 characters) is printed even when steps time out or crash. $OUT (default
+# gpu-check-out/) receives gpu-check-logs.tar.gz (every log, capped at 16 MiB) and
+# summary.json; run directories and checkpoints stay in the build folder. Exit status 0 only
+# when every step passed. The dry run builds in build/ (what scripts/build.sh made), expects
+# every CUDA case to report "skipped" and runs the benchmarks on the CPU at tiny sizes.
+# Data the GPU machine lacks travels in .gpu_carry/ (scripts/gpu_carry.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-gpu-check-out}
+root=$PWD
+
+dry=0
+build=""
+budget=420
+jobs=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry=1 ;;
+    --build-dir) build=$2; shift ;;
+    --budget) budget=$2; shift ;;
+    --jobs) jobs=$2; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -z "$build" ]; then
+  if [ $dry -eq 1 ]; then build=build; else build=build-gpu; fi
+fi
+cores=$(nproc 2>/dev/null || echo 2)
+[ -n "$jobs" ] || { if [ $dry -eq 1 ]; then jobs=2; else jobs=4; fi; }
+
+OUT=${OUT:-$root/gpu-check-out}
 mkdir -p "$OUT"
+work=$root/$build/gpu-check
+rm -rf "$work"
+mkdir -p "$work/logs" "$work/cases" "$work/bench" "$work/runs"
+steps=$work/steps.tsv
+: >"$steps"
 start=$(date +%s)
-status=0
-step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, record the outcome
+deadline=$((start + budget))
+reserve=20  # seconds kept for the report and the archive
+export ND_CHECK_WORK=$work
+
+# ------------------------------------------------------------------ the summary, always
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  printf 'total\t%s\t%s\t%s\t\n' "done" "$rc" "$(($(date +%s) - start))" >>"$steps"
+  python3 "$root/scripts/gpu_check_report.py" --work "$work" --out "$OUT" --budget "$budget" \
+    --dry-run "$dry"
+  local verdict=$?
+  # One archive of every log (never checkpoints or run folders), under 16 MiB.
+  tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs cases bench steps.tsv summary.txt \
+    2>/dev/null
+  if [ "$(stat -c %s "$OUT/gpu-check-logs.tar.gz" 2>/dev/null || echo 0)" -gt 16000000 ]; then
+    find "$work/logs" "$work/cases" -name '*.log' -size +512k -exec truncate -s 512k {} +
+    tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs cases bench steps.tsv summary.txt
+  fi
+  exit $verdict
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+remaining() { echo $((deadline - reserve - $(date +%s))); }
+
+# step NAME LIMIT COMMAND...: runs with a timeout of min(LIMIT, the budget left), output in
+# logs/NAME.log, one line in steps.tsv (name, status, rc, seconds, note).
+step() {
   local name=$1 limit=$2
   shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  printf '%-12s rc=%-3s %4ss\n' "$name" "$rc" "$(($(date +%s) - t0))" | tee -a "$OUT/summary.txt"
-  [ $rc -eq 0 ] || status=1
+  local left
+  left=$(remaining)
+  if [ "$left" -lt 5 ]; then
+    printf '%s\tskipped\t-\t0\tout of time\n' "$name" >>"$steps"
+    return 1
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
+  local t0 rc status
+  t0=$(date +%s)
+  timeout -k 5 "$limit" "$@" >"$work/logs/$name.log" 2>&1
+  rc=$?
+  case $rc in
+    0) status=ok ;;
+    124|137) status=timeout ;;
+    *) status=fail ;;
+  esac
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" "$(($(date +%s) - t0))" \
+    "limit ${limit}s" >>"$steps"
   return $rc
 }
-{ nvidia-smi; nvcc --version; cmake --version; } >"$OUT/machine.txt" 2>&1
-data=$PWD/.gpu_carry/fashion-mnist
-[ -d "$data" ] || data=/usr/share/datasets/fashion-mnist
-export ND_FASHION_MNIST_DIR=$data
-jobs=$(nproc)
-step configure 120 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DND_CUDA_ARCHITECTURES=90
-step build 300 cmake --build build -j"$jobs" || { cat "$OUT/build.log" | tail -40; exit 1; }
-step cuda_tests 300 env ND_REQUIRE_GPU=1 ./build/bin/nd_cuda_tests
-step cpu_tests 120 ./build/bin/nd_tests
-step bench_ops 120 ./build/bin/nd-bench-ops --device cuda
-step bench_deconv 180 ./build/bin/nd-bench-deconv --device cuda
-step bench_loader 60 ./build/bin/nd-bench-loader
+
+note() {  # a step that only records a remark
+  printf '%s\t%s\t-\t0\t%s\n' "$1" "$2" "$3" >>"$steps"
+}
+
+# ------------------------------------------------------------------ machine
+{
+  echo "dry run: $dry; cores: $cores; build dir: $build"
+  uname -a
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader |
+      head -1 >"$work/gpu.txt"
+    nvidia-smi
+  else
+    echo "nvidia-smi: not found"
+  fi
+  command -v nvcc >/dev/null && nvcc --version || /usr/local/cuda/bin/nvcc --version
+  cmake --version | head -1
+  command -v compute-sanitizer >/dev/null || ls /usr/local/cuda/bin/compute-sanitizer 2>&1
+} >"$work/logs/machine.log" 2>&1
+
+# Fashion-MNIST: carried in .gpu_carry/ or Debian's dataset-fashion-mnist.
+data=$root/.gpu_carry/fashion-mnist
+[ -f "$data/train-images-idx3-ubyte.gz" ] || data=/usr/share/datasets/fashion-mnist
+
+# ------------------------------------------------------------------ build
+targets=(nd_cuda_tests nd-bench-train nd-bench-deconv nd-train)
+if [ $dry -eq 1 ]; then
+  step configure 120 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
+else
+  step configure 120 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
+    -DND_CUDA_ARCHITECTURES=90 -DND_REQUIRE_CUDA=ON
+fi || exit 1
+step build 300 cmake --build "$build" -j"$cores" --target "${targets[@]}" || exit 1
+bin=$root/$build/bin
+grep -q "CUDA build" "$work/logs/configure.log" ||
+  note cuda-build fail "configure found no CUDA toolkit: the CUDA tests are empty"
+
+# ------------------------------------------------------------------ CUDA test cases
+# Catch2 2.x lists names with --list-test-names-only, 3.x with --list-tests --verbosity quiet.
+if "$bin/nd_cuda_tests" --help 2>&1 | grep -q -- '--list-test-names-only'; then
+  list_args=(--list-test-names-only)
+else
+  list_args=(--list-tests --verbosity quiet)
+fi
+list_cases() {  # list_cases [TEST SPEC]: one name per line
+  "$bin/nd_cuda_tests" "$@" "${list_args[@]}" 2>>"$work/logs/list.log" |
+    grep -v '^[[:space:]]*$' | sed 's/^[[:space:]]*//'
+}
+list_cases >"$work/cases.txt"
+ncases=$(wc -l <"$work/cases.txt")
+note list "$([ "$ncases" -gt 0 ] && echo ok || echo fail)" "$ncases test cases"
+
+# run_cases GROUP FILTER_TAG PER_CASE_LIMIT PREFIX...: every listed case (or those whose tags
+# include FILTER_TAG) in its own process, $jobs at a time; one line per case in
+# cases/GROUP-NNN.tsv (group, index, rc, seconds, name) and its output in cases/GROUP-NNN.log.
+run_cases() {
+  local group=$1 tag=$2 limit=$3
+  shift 3
+  local names=$work/$group.names
+  if [ -z "$tag" ]; then cp "$work/cases.txt" "$names"; else list_cases "$tag" >"$names"; fi
+  local left
+  left=$(remaining)
+  if [ "$left" -lt 10 ]; then
+    printf '%s\tskipped\t-\t0\tout of time\n' "$group" >>"$steps"
+    return
+  fi
+  local t0=$(date +%s)
+  export group limit bin work deadline reserve
+  export -f run_one_case
+  # The prefix (a sanitizer command) travels as one string: no case name is in it.
+  export ND_CASE_PREFIX="$*"
+  nl -ba -w3 -nrz -s$'\t' "$names" |
+    xargs -d '\n' -P "$jobs" -I{} bash -c 'run_one_case "$1"' _ {}
+  local total failed status=ok
+  total=$(cat "$work/cases/$group"-*.tsv 2>/dev/null | wc -l)
+  failed=$(cat "$work/cases/$group"-*.tsv 2>/dev/null | awk -F'\t' '$3 != 0 && $3 != 77' | wc -l)
+  [ "$failed" -eq 0 ] && [ "$total" -gt 0 ] || status=fail  # no case at all is a failure too
+  printf '%s\t%s\t-\t%s\t%s cases, %s failed, jobs %s\n' "$group" "$status" \
+    "$(($(date +%s) - t0))" "$total" "$failed" "$jobs" >>"$steps"
+}
+
+run_one_case() {
+  local idx=${1%%$'\t'*} name=${1#*$'\t'}
+  local left=$((deadline - reserve - $(date +%s)))
+  local log=$work/cases/$group-$idx.log
+  if [ "$left" -lt 3 ]; then
+    printf '%s\t%s\t%s\t%s\t%s\n' "$group" "$idx" "skipped" 0 "$name" >"$work/cases/$group-$idx.tsv"
+    return
+  fi
+  local lim=$limit
+  [ "$lim" -le "$left" ] || lim=$left
+  # Catch2's test-spec parser splits on ',' and treats [ ] * \ as syntax: escape them.
+  local spec
+  spec=$(printf '%s' "$name" | sed -e 's/[][\\,*"]/\\&/g')
+  local t0=$(date +%s)
+  # shellcheck disable=SC2086
+  timeout -k 5 "$lim" $ND_CASE_PREFIX "$bin/nd_cuda_tests" "$spec" --durations yes >"$log" 2>&1
+  local rc=$?
+  printf '%s\t%s\t%s\t%s\t%s\n' "$group" "$idx" "$rc" "$(($(date +%s) - t0))" "$name" \
+    >"$work/cases/$group-$idx.tsv"
+}
+
+export CUDA_LAUNCH_BLOCKING=1
+[ $dry -eq 1 ] || export ND_REQUIRE_GPU=1
+run_cases tests "" 90
+
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+export ND_TEST_SMALL=1  # the sanitizers run the small cases only
+if [ -x "$sanitizer" ]; then
+  run_cases memcheck "[memcheck]" 150 "$sanitizer" --tool memcheck --error-exitcode 99 \
+    --print-limit 40
+  run_cases racecheck "[racecheck]" 150 "$sanitizer" --tool racecheck --racecheck-report hazard \
+    --error-exitcode 99 --print-limit 40
+else
+  note sanitizers "$([ $dry -eq 1 ] && echo ok || echo fail)" \
+    "compute-sanitizer not found; the [memcheck] and [racecheck] cases run bare"
+  run_cases memcheck "[memcheck]" 150
+  run_cases racecheck "[racecheck]" 150
+fi
+unset CUDA_LAUNCH_BLOCKING ND_TEST_SMALL
+
+# ------------------------------------------------------------------ benchmarks
+if [ $dry -eq 1 ]; then
+  device=cpu
+  small=(--batch 2 --warmup 0 --steps 1)
+  step bench_train 120 "$bin/nd-bench-train" --device cpu --nets resnet18 "${small[@]}" \
+    --json "$work/bench/train.jsonl"
+  step bench_train_profile 60 "$bin/nd-bench-train" --device cpu --nets resnet18 --norm nd \
+    "${small[@]}" --profile --json "$work/bench/train_profile.jsonl"
+  step bench_deconv 60 "$bin/nd-bench-deconv" --device cpu --quick
+  limits=(--train-limit 2048 --test-limit 1000)
+else
+  device=cuda
+  nets=resnet18,vgg16,densenet121
+  step bench_train 150 "$bin/nd-bench-train" --device cuda --nets "$nets" --batch 128 \
+    --json "$work/bench/train.jsonl"
+  step bench_train_tf32 120 "$bin/nd-bench-train" --device cuda --nets "$nets" --batch 128 \
+    --tf32 --json "$work/bench/train_tf32.jsonl"
+  step bench_train_profile 60 "$bin/nd-bench-train" --device cuda --nets resnet18 --batch 128 \
+    --profile --json "$work/bench/train_profile.jsonl"
+  step bench_deconv 90 "$bin/nd-bench-deconv" --device cuda --quick
+  limits=()
+fi
+
+# ------------------------------------------------------------------ Fashion-MNIST MLP epochs
 for norm in none bn nd; do
-  step "train_$norm" 90 ./build/bin/nd-train --dataset fashion-mnist --arch mlp --norm "$norm" --epochs 3 --device cuda \
-    --data-dir "$data" --output "$OUT/train-$norm"
+  step "mlp_$norm" 60 "$bin/nd-train" --dataset fashion-mnist --data-dir "$data" --arch mlp \
+    --norm "$norm" --epochs 1 --device "$device" --workers 4 "${limits[@]}" \
+    --output "$work/runs/mlp-$norm"
 done
-# A CIFAR network on real images in the CIFAR format (Fashion-MNIST converted; the machine has
-# python3), one epoch of 10000 images with batch norm and with deconvolution.
-cifar=build/fashion-cifar10
-step convert 60 python3 scripts/fashion_to_cifar.py --src "$data" --dst "$cifar" \
-  --train-limit 10000 --test-limit 2000
-for norm in bn nd; do
-  step "resnet18_$norm" 120 ./build/bin/nd-train --dataset cifar10 --data-dir "$cifar" \
-    --arch resnet18 --norm "$norm" --epochs 1 --workers 8 --device cuda \
-    --output "$OUT/resnet18-$norm"
-done
-echo "total $(($(date +%s) - start)) s, status $status" | tee -a "$OUT/summary.txt"
-for f in cuda_tests cpu_tests; do tail -n 3 "$OUT/$f.log"; done
-tail -n 30 "$OUT/bench_ops.log"
-tail -n 45 "$OUT/bench_deconv.log"
-tail -n 4 "$OUT"/train_*.log "$OUT"/resnet18_*.log
-tail -n 12 "$OUT/bench_loader.log"
-exit $status
+exit 0  # the verdict is the report's (finish)
