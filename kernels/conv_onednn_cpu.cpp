@@ -9,12 +9,10 @@
 #include "kernels/conv.h"
 
 #ifdef ND_WITH_ONEDNN
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string>
 #include <tuple>
 #include <unordered_map>
 
