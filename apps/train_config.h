@@ -37,14 +37,17 @@ struct TrainConfig {
   bool ref_compat = false;            // reproduce the reference's bugs (section 6)
   std::string deconv_path = "fused";  // fused | composite (the primitive-op oracle)
   int workers = 2;                    // loader threads
-  int64_t train_limit = 0;            // use only the first N training images (0 = all)
-  int64_t test_limit = 0;             // use only the first N test images (0 = all)
-  bool skip_bad_images = false;       // image folders: skip and count unreadable images
-  int64_t image_size = 224;           // image folders: crop size (validation resizes to 256/224 x)
-  int progress = -1;                  // progress line: 1 on, 0 off, -1 when stdout is a terminal
-  bool write_files = true;            // run directory with config, CSVs and checkpoints
-  bool tf32 = false;                  // GPU: TF32 tensor cores for convolutions and GEMMs
-  bool deterministic = false;         // GPU: deterministic cuDNN algorithms only
+  // CPU threads of OpenBLAS, oneDNN and the kernels' loops (one OpenMP pool); 0: the cores this
+  // process may run on. A CPU run repeats bitwise for the same count.
+  int threads = 0;
+  int64_t train_limit = 0;       // use only the first N training images (0 = all)
+  int64_t test_limit = 0;        // use only the first N test images (0 = all)
+  bool skip_bad_images = false;  // image folders: skip and count unreadable images
+  int64_t image_size = 224;      // image folders: crop size (validation resizes to 256/224 x)
+  int progress = -1;             // progress line: 1 on, 0 off, -1 when stdout is a terminal
+  bool write_files = true;       // run directory with config, CSVs and checkpoints
+  bool tf32 = false;             // GPU: TF32 tensor cores for convolutions and GEMMs
+  bool deterministic = false;    // GPU: deterministic cuDNN algorithms only
 };
 
 // The recipe of the dataset (network-deconvolution.md section 5) for every setting not in

@@ -17,6 +17,7 @@
 #include "apps/datasets.h"
 #include "data/atomic_file.h"
 #include "data/loader.h"
+#include "engine/cpu_backend.h"
 #include "engine/optim.h"
 #include "nets/summary.h"
 
@@ -138,6 +139,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   validate(cfg);
   const Device device = parse_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
+  set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
   const kernels::LossKind loss_kind = loss_kind_of(cfg);
   const bool resuming = !resume_dir.empty();
 
@@ -190,7 +192,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const bool progress_line = cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO));
   log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
-      << device.str() << ", " << net->num_parameters() << " parameters"
+      << device.str() << (device.is_cpu() ? " (" + std::to_string(cpu_threads()) + " threads)" : "")
+      << ", " << net->num_parameters() << " parameters"
       << (resuming ? ", resuming after epoch " + std::to_string(progress.epochs_done) : "") << "\n";
 
   std::string train_report = bad_image_report(*data.train);
@@ -305,6 +308,7 @@ EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, 
   validate(cfg);
   const Device device = parse_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
+  set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
   DataSplits data = load_splits(cfg, false, true);
   std::shared_ptr<Module> net = build_for(cfg, *data.test);
   load_weights(weights, *net);

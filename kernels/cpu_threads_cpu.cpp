@@ -4,28 +4,11 @@
 #include <cblas.h>
 #include <omp.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <cstdlib>
 
 #include "kernels/error.h"
-
-namespace {
-
-// Idle OpenMP threads sleep instead of spinning: a spinning thread steals the core that the main
-// thread or the next parallel region needs (on 2 shared cores, ResNet-18 steps ran 2x slower
-// with libgomp's default spinning). libgomp reads its settings once, while the program loads; an
-// entry of the executable's preinit array runs before that, so the defaults are set there
-// (libgomp 12 keeps spinning under OMP_WAIT_POLICY=PASSIVE unless GOMP_SPINCOUNT is 0). Settings
-// the user made win.
-void default_to_passive_wait(int, char**, char**) {
-  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
-  setenv("GOMP_SPINCOUNT", "0", /*overwrite=*/0);
-}
-__attribute__((section(".preinit_array"),
-               used)) void (*const nd_preinit_wait_policy)(int, char**,
-                                                           char**) = default_to_passive_wait;
-
-}  // namespace
 
 namespace nd::kernels {
 
@@ -44,6 +27,13 @@ int cpu_threads_available() {
   if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
   const int n = CPU_COUNT(&set);
   return n >= 1 ? n : 1;
+}
+
+void restart_with_passive_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;  // the user's choice, or this is the restart
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);
+  // No restart possible: carry on with libgomp's default (idle threads spin for a while).
 }
 
 }  // namespace nd::kernels
