@@ -5,10 +5,8 @@
 #include <iostream>
 
 #include "apps/infer.h"
-#include "engine/cpu_backend.h"
 
 int main(int argc, char** argv) {
-  nd::use_passive_thread_wait(argv);
   nd::InferConfig cfg;
   CLI::App app{"Compute logits (N, K) of a network for the float32 tensor 'input' (N, C, H, W)."};
   app.add_option("--arch", cfg.net.arch, "network name (imagenet_resnet18 etc. for ImageNet)")

@@ -5,10 +5,8 @@
 #include <iostream>
 
 #include "apps/trainer.h"
-#include "engine/cpu_backend.h"
 
 int main(int argc, char** argv) {
-  nd::use_passive_thread_wait(argv);
   nd::TrainConfig cfg;
   bool deconv = false, summary = false;
   std::string resume, evaluate;

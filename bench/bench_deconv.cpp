@@ -27,7 +27,6 @@
 
 #include "bench/bench_common.h"
 #include "engine/autograd.h"
-#include "engine/cpu_backend.h"
 #include "engine/ops.h"
 #include "layers/batchnorm.h"
 #include "layers/conv.h"
@@ -546,6 +545,5 @@ int bench_main(int argc, char** argv) {
 }  // namespace nd::bench
 
 int main(int argc, char** argv) {
-  nd::use_passive_thread_wait(argv);
   return nd::bench::bench_main(argc, argv);
 }

@@ -21,7 +21,6 @@
 
 #include "bench/bench_common.h"
 #include "engine/autograd.h"
-#include "engine/cpu_backend.h"
 #include "engine/ops.h"
 
 namespace nd::bench {
@@ -212,6 +211,5 @@ int bench_main(int argc, char** argv) {
 }  // namespace nd::bench
 
 int main(int argc, char** argv) {
-  nd::use_passive_thread_wait(argv);
   return nd::bench::bench_main(argc, argv);
 }

@@ -441,6 +441,5 @@ int bench_main(int argc, char** argv) {
 }  // namespace nd::bench
 
 int main(int argc, char** argv) {
-  nd::use_passive_thread_wait(argv);
   return nd::bench::bench_main(argc, argv);
 }

@@ -76,8 +76,4 @@ int cpu_threads_available() {
   return kernels::cpu_threads_available();
 }
 
-void use_passive_thread_wait(char** argv) {
-  kernels::restart_with_passive_wait(argv);
-}
-
 }  // namespace nd

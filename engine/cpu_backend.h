@@ -24,8 +24,5 @@ void set_cpu_threads(int n);
 int cpu_threads();
 // The threads this process may run on (its CPU affinity): the default of nd-train --threads.
 int cpu_threads_available();
-// The first call of every main(): idle threads sleep instead of spinning (see
-// kernels/cpu_threads.h; it may start the program again with OMP_WAIT_POLICY=PASSIVE).
-void use_passive_thread_wait(char** argv);
 
 }  // namespace nd

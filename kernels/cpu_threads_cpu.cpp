@@ -4,9 +4,6 @@
 #include <cblas.h>
 #include <omp.h>
 #include <sched.h>
-#include <unistd.h>
-
-#include <cstdlib>
 
 #include "kernels/error.h"
 
@@ -27,13 +24,6 @@ int cpu_threads_available() {
   if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
   const int n = CPU_COUNT(&set);
   return n >= 1 ? n : 1;
-}
-
-void restart_with_passive_wait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY")) return;  // the user's choice, or this is the restart
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  execv("/proc/self/exe", argv);
-  // No restart possible: carry on with libgomp's default (idle threads spin for a while).
 }
 
 }  // namespace nd::kernels

@@ -1,6 +1,7 @@
 // CPU matmul through OpenBLAS (row-major cblas_?gemm, looped over the batch; cblas_?syrk).
 #include <cblas.h>
 
+#include "kernels/cpu_parallel.h"
 #include "kernels/matmul.h"
 
 namespace nd::kernels {
@@ -23,6 +24,7 @@ void gemm_one(const GemmShape& g, double alpha, const double* a, const double* b
 template <typename T>
 void gemm_cpu(const GemmShape& g, double alpha, const T* a, const T* b, double beta, T* c) {
   if (g.m == 0 || g.n == 0) return;
+  const SerialScope serial(g.m * g.n * g.k < kMinParallelMacs);
   for (int64_t i = 0; i < g.batch; ++i) {
     T* ci = c + i * g.stride_c;
     if (g.k == 0) {  // op(A) op(B) is empty: C = beta * C, overwritten with 0 when beta == 0
@@ -53,8 +55,11 @@ void syrk_one(int64_t n, int64_t k, double alpha, const double* a, int64_t lda, 
 template <typename T>
 void syrk_cpu(int64_t n, int64_t k, double alpha, const T* a, int64_t lda, double beta, T* c) {
   if (n == 0) return;
-  ND_CHECK(k <= INT32_MAX && n * lda <= INT64_MAX / 2, "syrk_cpu: ", k, " rows exceed BLAS's int");
-  syrk_one(n, k, alpha, a, lda, beta, c);
+  ND_CHECK(k <= INT32_MAX, "syrk_cpu: ", k, " rows exceed BLAS's int");
+  {
+    const SerialScope serial(n * n * k / 2 < kMinParallelMacs);
+    syrk_one(n, k, alpha, a, lda, beta, c);
+  }
   for (int64_t i = 0; i < n; ++i)  // mirror the upper triangle
     for (int64_t j = 0; j < i; ++j) c[i * n + j] = c[j * n + i];
 }

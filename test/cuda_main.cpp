@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "engine/cpu_backend.h"
 #include "engine/device.h"
 
 #if __has_include(<catch2/catch_session.hpp>)
@@ -29,7 +28,6 @@ bool lists_only(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  nd::use_passive_thread_wait(argv);
   if (lists_only(argc, argv)) return Catch::Session().run(argc, argv);
   const char* require = std::getenv("ND_REQUIRE_GPU");
   const bool required = require && std::strcmp(require, "1") == 0;

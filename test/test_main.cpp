@@ -6,9 +6,6 @@
 #include <catch2/catch.hpp>
 #endif
 
-#include "engine/cpu_backend.h"
-
 int main(int argc, char** argv) {
-  nd::use_passive_thread_wait(argv);
   return Catch::Session().run(argc, argv);
 }
