@@ -29,7 +29,9 @@ std::shared_ptr<const data::Dataset> in_memory(const TrainConfig& cfg, bool trai
     auto set = c10 ? data::load_cifar10(dir, train) : data::load_cifar100(dir, train);
     return std::make_shared<data::InMemoryDataset>(std::move(set), t, name);
   }
-  return std::make_shared<data::InMemoryDataset>(data::load_mnist_split(dir, train), t, name);
+  data::ImageClassSet grey = data::load_mnist_split(dir, train);
+  if (grey_in_cifar_layout(cfg)) grey = data::grey_to_cifar_layout(grey);
+  return std::make_shared<data::InMemoryDataset>(std::move(grey), t, name);
 }
 
 std::shared_ptr<const data::Dataset> image_folder(const TrainConfig& cfg, bool train,

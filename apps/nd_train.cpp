@@ -5,8 +5,30 @@
 #include <iostream>
 
 #include "apps/trainer.h"
+#include "engine/comm.h"
+
+namespace {
+// Where ranks other than 0 send their log (rank 0 speaks for the job).
+class NullBuffer : public std::streambuf {
+ protected:
+  int overflow(int c) override { return c; }
+};
+
+// A failing rank reports and, with several ranks, ends them all (none is left waiting).
+int fail(const std::string& message) {
+  const std::string where = nd::comm::where();
+  std::cerr << "nd-train" << (where.empty() ? "" : " (" + where + ")") << ": " << message
+            << std::endl;
+  if (nd::comm::world_size() > 1) nd::comm::abort(1);
+  return 1;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
+  nd::comm::init(argc, argv);
+  struct Finalize {
+    ~Finalize() { nd::comm::finalize(); }
+  } finalize_at_exit;
   nd::TrainConfig cfg;
   bool deconv = false, summary = false;
   std::string resume, evaluate;
@@ -30,7 +52,14 @@ int main(int argc, char** argv) {
   app.add_option("--stop-after", cfg.stop_after,
                  "stop after epoch N while the schedule spans --epochs; --resume continues the "
                  "run exactly");
-  app.add_option("--batch-size", cfg.batch_size)->capture_default_str();
+  app.add_option("--batch-size", cfg.batch_size,
+                 "images per step on each rank (mpirun -np P: the global batch is P times this)")
+      ->capture_default_str();
+  app.add_option("--sync-stats", cfg.sync_stats,
+                 "on | off: with several ranks, batch norm and deconvolution use the statistics "
+                 "of the global batch (on) or of each rank's own batch (off, as the reference "
+                 "under DistributedDataParallel)")
+      ->capture_default_str();
   app.add_option("--lr", cfg.lr, "base learning rate")->capture_default_str();
   app.add_option("--momentum", cfg.momentum)->capture_default_str();
   app.add_option("--wd", cfg.weight_decay, "weight decay (L2, on all parameters)")
@@ -96,8 +125,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  NullBuffer null_buffer;
+  std::ostream quiet(&null_buffer);
+  std::ostream& log = nd::comm::is_root() ? std::cout : quiet;
   try {
     if (deconv) cfg.norm = "nd";
+    cfg.world_size = nd::comm::world_size();
     std::vector<std::string> given;
     for (const auto& [flag, key] :
          {std::pair<const char*, const char*>{"--batch-size", "batch_size"},
@@ -136,7 +169,8 @@ int main(int argc, char** argv) {
                                "--skip-bad-images",
                                "--image-size",
                                "--tf32",
-                               "--deterministic"})
+                               "--deterministic",
+                               "--sync-stats"})
         if (app.count(flag) > 0)
           throw nd::Error(std::string("--resume takes ") + flag + " from " + resume +
                           "/config.json; leave it out (only --epochs, --stop-after, --device, "
@@ -148,20 +182,18 @@ int main(int argc, char** argv) {
       if (app.count("--threads")) saved.threads = cfg.threads;
       saved.stop_after = cfg.stop_after;
       saved.output = resume;
-      nd::train(saved, std::cout, resume);
+      nd::train(saved, log, resume);
     } else if (summary) {
-      nd::print_model_summary(cfg, std::cout);
+      nd::print_model_summary(cfg, log);
     } else if (!evaluate.empty()) {
-      nd::evaluate_weights(cfg, evaluate, std::cout);
+      nd::evaluate_weights(cfg, evaluate, log);
     } else {
-      nd::train(cfg, std::cout);
+      nd::train(cfg, log);
     }
   } catch (const nd::OutOfMemoryError& e) {
-    std::cerr << "nd-train: out of memory: " << e.what() << "\n  try a smaller --batch-size\n";
-    return 1;
+    return fail(std::string("out of memory: ") + e.what() + "\n  try a smaller --batch-size");
   } catch (const std::exception& e) {
-    std::cerr << "nd-train: error: " << e.what() << "\n";
-    return 1;
+    return fail(std::string("error: ") + e.what());
   }
   return 0;
 }

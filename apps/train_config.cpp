@@ -60,6 +60,8 @@ void for_each_field(TrainConfig& c, F&& f) {
   f("image_size", c.image_size);
   f("tf32", c.tf32);
   f("deterministic", c.deterministic);
+  f("sync_stats", c.sync_stats);
+  f("world_size", c.world_size);
 }
 
 }  // namespace
@@ -70,6 +72,29 @@ DatasetShape dataset_shape(const std::string& dataset) {
   if (dataset == "fashion-mnist" || dataset == "mnist") return {1, 28, 28, 10};
   if (dataset == "imagenet") return {3, 224, 224, 1000};
   ND_FAIL("--dataset '", dataset, "' is not one of cifar10|cifar100|fashion-mnist|mnist|imagenet");
+}
+
+namespace {
+bool is_grey(const std::string& d) {
+  return d == "fashion-mnist" || d == "mnist";
+}
+std::string arch_input(const TrainConfig& cfg) {
+  const std::string arch = resolve_arch(cfg.arch, cfg.dataset);
+  for (const auto& info : arch_table())
+    if (info.name == arch) return info.input;
+  return "";
+}
+}  // namespace
+
+bool grey_in_cifar_layout(const TrainConfig& cfg) {
+  return is_grey(cfg.dataset) && arch_input(cfg) == "cifar";
+}
+
+DatasetShape network_input_shape(const TrainConfig& cfg) {
+  DatasetShape d = dataset_shape(cfg.dataset);
+  if (cfg.dataset == "imagenet") d.height = d.width = cfg.image_size;
+  if (grey_in_cifar_layout(cfg)) d.channels = 3, d.height = d.width = 32;
+  return d;
 }
 
 void apply_recipe_defaults(TrainConfig& cfg, const std::vector<std::string>& given) {
@@ -101,7 +126,8 @@ void validate(const TrainConfig& cfg) {
   for (const auto& info : arch_table()) {
     if (info.name != arch) continue;
     known = true;
-    const bool fits = info.input == "fashion" || (info.input == "cifar" && is_cifar(cfg.dataset)) ||
+    const bool fits = info.input == "fashion" ||
+                      (info.input == "cifar" && (is_cifar(cfg.dataset) || is_grey(cfg.dataset))) ||
                       (info.input == "imagenet" && cfg.dataset == "imagenet");
     ND_CHECK(fits, "--arch ", cfg.arch, " is a network for ", info.input,
              " images and cannot train on --dataset ", cfg.dataset);
@@ -130,6 +156,8 @@ void validate(const TrainConfig& cfg) {
   ND_CHECK(cfg.workers >= 0, "--workers must be >= 0, got ", cfg.workers);
   ND_CHECK(cfg.threads >= 0, "--threads must be >= 0 (0: every core), got ", cfg.threads);
   ND_CHECK(cfg.train_limit >= 0 && cfg.test_limit >= 0, "limits must be >= 0");
+  require_one_of("--sync-stats", cfg.sync_stats, {"on", "off"});
+  ND_CHECK(cfg.world_size >= 1, "world_size must be >= 1, got ", cfg.world_size);
 }
 
 NetConfig net_config(const TrainConfig& cfg, int64_t channels, int64_t height, int64_t width,

@@ -37,17 +37,20 @@ struct TrainConfig {
   bool ref_compat = false;            // reproduce the reference's bugs (section 6)
   std::string deconv_path = "fused";  // fused | composite (the primitive-op oracle)
   int workers = 2;                    // loader threads
-  // CPU threads of OpenBLAS, oneDNN and the kernels' loops (one OpenMP pool); 0: the cores this
-  // process may run on. A CPU run repeats bitwise for the same count.
-  int threads = 0;
-  int64_t train_limit = 0;       // use only the first N training images (0 = all)
-  int64_t test_limit = 0;        // use only the first N test images (0 = all)
-  bool skip_bad_images = false;  // image folders: skip and count unreadable images
-  int64_t image_size = 224;      // image folders: crop size (validation resizes to 256/224 x)
-  int progress = -1;             // progress line: 1 on, 0 off, -1 when stdout is a terminal
-  bool write_files = true;       // run directory with config, CSVs and checkpoints
-  bool tf32 = false;             // GPU: TF32 tensor cores for convolutions and GEMMs
-  bool deterministic = false;    // GPU: deterministic cuDNN algorithms only
+  int threads = 0;                    // CPU kernel threads (0: every core; cpu_backend.h)
+  int64_t train_limit = 0;            // use only the first N training images (0 = all)
+  int64_t test_limit = 0;             // use only the first N test images (0 = all)
+  bool skip_bad_images = false;       // image folders: skip and count unreadable images
+  int64_t image_size = 224;           // image folders: crop size (validation resizes to 256/224 x)
+  int progress = -1;                  // progress line: 1 on, 0 off, -1 when stdout is a terminal
+  bool write_files = true;            // run directory with config, CSVs and checkpoints
+  bool tf32 = false;                  // GPU: TF32 tensor cores for convolutions and GEMMs
+  bool deterministic = false;         // GPU: deterministic cuDNN algorithms only
+  // Data parallel (docs/distributed.md): layers combine batch statistics across ranks (on) or
+  // keep per-rank ones like the reference under DistributedDataParallel (off); the number of
+  // ranks the run trains on (set by nd-train from the launcher, not a flag; --resume needs it).
+  std::string sync_stats = "on";
+  int64_t world_size = 1;
 };
 
 // The recipe of the dataset (network-deconvolution.md section 5) for every setting not in
@@ -65,6 +68,12 @@ struct DatasetShape {
   int64_t channels, height, width, classes;
 };
 DatasetShape dataset_shape(const std::string& dataset);
+// Whether a CIFAR network trains on Fashion-MNIST/MNIST: the 28x28 grey images then come in the
+// CIFAR layout (zero-padded to 32x32, the grey channel repeated into three), so the network and
+// its reference-name checkpoints are the CIFAR ones unchanged.
+bool grey_in_cifar_layout(const TrainConfig& cfg);
+// The input (C, H, W) and class count the network of cfg sees (the above and --image-size).
+DatasetShape network_input_shape(const TrainConfig& cfg);
 
 std::string to_json(const TrainConfig& cfg);
 // Fields missing from the JSON keep their defaults; unknown fields are rejected.

@@ -15,8 +15,10 @@
 #include <sstream>
 
 #include "apps/datasets.h"
+#include "apps/distributed.h"
 #include "data/atomic_file.h"
 #include "data/loader.h"
+#include "engine/comm.h"
 #include "engine/cpu_backend.h"
 #include "engine/optim.h"
 #include "nets/summary.h"
@@ -58,12 +60,6 @@ std::string summary_row(const EpochStats& s) {
   return buf;
 }
 
-std::vector<int64_t> first_n(int64_t n) {
-  std::vector<int64_t> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = i;
-  return v;
-}
-
 int64_t limited(int64_t size, int64_t limit) {
   return limit > 0 && limit < size ? limit : size;
 }
@@ -83,7 +79,8 @@ EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::L
                     Device device) {
   NoGradGuard no_grad;
   net.eval();
-  loader.start(first_n(count), 0);
+  const std::vector<int64_t> share = rank_share(count);  // all of them in a world of one
+  loader.start(share, 0, share);
   data::Batch b;
   EvalResult r;
   double loss_sum = 0;
@@ -107,6 +104,12 @@ EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::L
     r.images += n;
   }
   net.train();
+  if (comm::active()) {
+    std::vector<double> totals{loss_sum, double(top1), double(top5), double(r.images)};
+    all_reduce_totals(totals);
+    loss_sum = totals[0], top1 = int64_t(totals[1]), top5 = int64_t(totals[2]);
+    r.images = int64_t(totals[3]);
+  }
   ND_CHECK(r.images > 0, "the test split is empty");
   r.loss = loss_sum / double(r.images);
   r.top1 = 100.0 * double(top1) / double(r.images);
@@ -137,11 +140,12 @@ TrainConfig resume_config(const std::string& dir) {
 
 TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& resume_dir) {
   validate(cfg);
-  const Device device = parse_device(cfg.device);
+  const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
   set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
   const kernels::LossKind loss_kind = loss_kind_of(cfg);
   const bool resuming = !resume_dir.empty();
+  const bool write_files = cfg.write_files && comm::is_root();  // rank 0 keeps the run directory
 
   DataSplits data = load_splits(cfg, true, true);
   const int64_t train_count = limited(data.train->size(), cfg.train_limit);
@@ -167,9 +171,10 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     ND_CHECK(progress.epochs_done <= cfg.epochs, "the run in ", dir, " already has ",
              progress.epochs_done, " epochs; pass --epochs above that to continue it");
   }
+  DataParallel dp(cfg, *net, resuming, log);
 
   std::ofstream steps_csv;
-  if (cfg.write_files) {
+  if (write_files) {
     fs::create_directories(dir);
     data::write_file_atomic(dir + "/config.json", to_json(cfg));
     std::string summary = kSummaryHeader;
@@ -189,7 +194,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     steps_csv.open(dir + "/steps.csv", std::ios::app);
     ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
   }
-  const bool progress_line = cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO));
+  const bool progress_line =
+      comm::is_root() && (cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO)));
   log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
       << device.str() << (device.is_cpu() ? " (" + std::to_string(cpu_threads()) + " threads)" : "")
@@ -201,7 +207,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     if (!report.empty()) log << report << "\n";
   data::Loader train_loader(data.train, loader_options(cfg));
   data::Loader test_loader(data.test, loader_options(cfg));
-  const int64_t steps_per_epoch = (train_count + cfg.batch_size - 1) / cfg.batch_size;
+  const int64_t steps_per_epoch = dp.steps_per_epoch(train_count);
   const int64_t total_steps = steps_per_epoch * cfg.epochs;
   std::vector<int64_t> milestones;
   for (int64_t k = 1; double(k) * cfg.milestone < 1.0; ++k)
@@ -213,7 +219,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   for (int64_t epoch = progress.epochs_done; epoch < last_epoch; ++epoch) {
     const auto t0 = Clock::now();
     std::vector<int64_t> order = data_gen.permutation(train_count);
-    train_loader.start(std::move(order), data_gen.next_u64());
+    dp.start_epoch(train_loader, std::move(order), data_gen.next_u64());
     data::Batch b;
     double loss_sum = 0, epoch_lr = 0;
     int64_t correct = 0, seen = 0, batch_index = 0;
@@ -254,15 +260,21 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
       Tensor logits = (*net)(b.images.to(device));
       Tensor loss = ops::loss(loss_kind, logits, labels);
       opt->zero_grad();
-      loss.backward();
+      Tensor global_loss = dp.backward(loss, batch_index);  // loss.backward() on one process
       opt->step();
-      pending.push_back({step, epoch, lr, loss.detach(), ops::argmax(logits.detach()), b.labels});
+      pending.push_back({step, epoch, lr, global_loss, ops::argmax(logits.detach()), b.labels});
       ++step;
       ++batch_index;
       if (int64_t(pending.size()) >= kStepsPerSync) flush();
     }
     flush();
+    if (dp.active()) {
+      std::vector<double> totals{loss_sum, double(correct), double(seen)};
+      all_reduce_totals(totals);
+      loss_sum = totals[0], correct = int64_t(totals[1]), seen = int64_t(totals[2]);
+    }
     const double train_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    dp.before_evaluation(*net);
     const EvalResult test = evaluate(*net, test_loader, test_count, loss_kind, device);
     EpochStats s;
     s.epoch = epoch + 1;
@@ -279,7 +291,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     progress.epochs_done = epoch + 1;
     progress.step = step;
     progress.data_rng = data_gen.state();
-    if (cfg.write_files) {
+    if (write_files) {
       steps_csv.flush();
       if (s.test_top1 > progress.best_top1) {
         progress.best_top1 = s.test_top1;
@@ -299,6 +311,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     if (report != train_report) log << report << "\n";
     train_report = report;
   }
+  dp.report_replicas(*net, log);
   for (auto& [name, t] : net->state_dict())
     result.final_state[name] = t.detach().to(Device::cpu()).clone();
   return result;
@@ -306,7 +319,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
 
 EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, std::ostream& log) {
   validate(cfg);
-  const Device device = parse_device(cfg.device);
+  const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
   set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
   DataSplits data = load_splits(cfg, false, true);
@@ -324,8 +337,7 @@ EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, 
 
 void print_model_summary(const TrainConfig& cfg, std::ostream& out) {
   validate(cfg);
-  DatasetShape d = dataset_shape(cfg.dataset);
-  if (cfg.dataset == "imagenet") d.height = d.width = cfg.image_size;
+  const DatasetShape d = network_input_shape(cfg);
   const NetConfig n = net_config(cfg, d.channels, d.height, d.width, d.classes);
   Generator gen(cfg.seed);
   std::shared_ptr<Module> net = build_net(n, gen);

@@ -2,6 +2,7 @@
 // (.gz preferred), checks their shapes, counts and label range, and widens labels to int64.
 #include "data/fashion_mnist.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -73,6 +74,30 @@ ImageClassSet load_mnist_split(const std::string& dir, bool train) {
   }
   set.pixels = std::move(images.bytes);
   return set;
+}
+
+ImageClassSet grey_to_cifar_layout(const ImageClassSet& grey, int64_t side) {
+  ND_CHECK(grey.channels == 1, "grey_to_cifar_layout: expected 1-channel images, got ",
+           grey.channels, " channels");
+  ND_CHECK(grey.height <= side && grey.width <= side, "grey_to_cifar_layout: ", grey.height, "x",
+           grey.width, " images do not fit in ", side, "x", side);
+  ImageClassSet out;
+  out.count = grey.count;
+  out.channels = 3;
+  out.height = out.width = side;
+  out.num_classes = grey.num_classes;
+  out.labels = grey.labels;
+  out.pixels.assign(size_t(out.count * 3 * side * side), 0);
+  const int64_t top = (side - grey.height) / 2, left = (side - grey.width) / 2;
+  for (int64_t i = 0; i < grey.count; ++i) {
+    const uint8_t* in = grey.pixels.data() + i * grey.height * grey.width;
+    for (int64_t c = 0; c < 3; ++c) {
+      uint8_t* plane = out.pixels.data() + (i * 3 + c) * side * side;
+      for (int64_t y = 0; y < grey.height; ++y)
+        std::copy(in + y * grey.width, in + (y + 1) * grey.width, plane + (y + top) * side + left);
+    }
+  }
+  return out;
 }
 
 }  // namespace nd::data

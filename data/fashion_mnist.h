@@ -24,4 +24,10 @@ struct ImageClassSet {
 // labels 1-D uint8 in 0..9, and that both counts agree; throws nd::Error saying what to do.
 ImageClassSet load_mnist_split(const std::string& dir, bool train);
 
+// The grey images in the CIFAR layout, so the CIFAR networks take them unchanged: each image
+// zero-padded (black) to side x side, centred (the extra pixel, if any, after), and its one
+// channel repeated into three (R = G = B, as scripts/fashion_to_cifar.py writes them).
+// Throws nd::Error for a set that is not single-channel or larger than side x side.
+ImageClassSet grey_to_cifar_layout(const ImageClassSet& grey, int64_t side = 32);
+
 }  // namespace nd::data

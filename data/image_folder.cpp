@@ -80,6 +80,10 @@ std::string header_problem(const std::string& path) {
 
 }  // namespace
 
+std::vector<std::string> list_image_files(const std::string& dir) {
+  return list_class_files(dir);
+}
+
 bool image_decoding_available() {
 #if ND_WITH_STB
   return true;

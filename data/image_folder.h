@@ -23,6 +23,10 @@ bool image_decoding_available();
 // file (the OS error), or data stb_image cannot decode (its reason), or a build without stb.
 RgbImage decode_image_file(const std::string& path);
 
+// The image files (.jpg .jpeg .png .bmp .ppm in any case) under dir, recursively, sorted by
+// folder and then by name, as the class folders are listed.
+std::vector<std::string> list_image_files(const std::string& dir);
+
 struct ImageFolderOptions {
   // The recipe (image_transforms.h), torchvision's ImageNet ones: train is
   // RandomResizedCrop(size) + RandomHorizontalFlip; otherwise Resize(resize) + CenterCrop(size).

@@ -28,6 +28,7 @@ uint64_t splitmix64(uint64_t x) {
 
 struct Epoch {
   std::vector<int64_t> order;
+  std::vector<int64_t> positions;  // augmentation position of each entry; empty: the entry's own
   uint64_t seed = 0;
   int64_t num_batches = 0;
   uint64_t generation = 0;
@@ -64,7 +65,8 @@ bool make_batch(const Dataset& data, const Epoch& epoch, int64_t batch_size, int
   for (int64_t pos = begin; pos < end; ++pos) {
     if (generation && generation->load(std::memory_order_relaxed) != epoch.generation) return false;
     const int64_t index = epoch.order[size_t(pos)];
-    Generator gen(sample_seed(epoch.seed, pos));
+    Generator gen(
+        sample_seed(epoch.seed, epoch.positions.empty() ? pos : epoch.positions[size_t(pos)]));
     data.load(index, gen, images + (pos - begin) * numel);
     labels[pos - begin] = data.label(index);
   }
@@ -159,8 +161,10 @@ Loader::~Loader() {
   state_->shut_down();
 }
 
-void Loader::start(std::vector<int64_t> order, uint64_t seed) {
+void Loader::start(std::vector<int64_t> order, uint64_t seed, std::vector<int64_t> positions) {
   const int64_t size = data_->size();
+  ND_CHECK(positions.empty() || positions.size() == order.size(), "loader: ", positions.size(),
+           " augmentation positions for an order of ", order.size());
   for (size_t i = 0; i < order.size(); ++i)
     ND_CHECK(order[i] >= 0 && order[i] < size, data_->name(), ": order entry ", i, " is ", order[i],
              ", outside the dataset's 0..", size - 1);
@@ -169,6 +173,7 @@ void Loader::start(std::vector<int64_t> order, uint64_t seed) {
   epoch->num_batches = options_.drop_last ? n / options_.batch_size
                                           : (n + options_.batch_size - 1) / options_.batch_size;
   epoch->order = std::move(order);
+  epoch->positions = std::move(positions);
   epoch->seed = seed;
   std::map<int64_t, Slot> abandoned;
   {

@@ -31,8 +31,10 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   // Starts an epoch over `order` (indices into the dataset, any length); `seed` seeds the
-  // augmentation of this epoch. An epoch in progress is abandoned.
-  void start(std::vector<int64_t> order, uint64_t seed);
+  // augmentation of this epoch. An epoch in progress is abandoned. `positions` (empty, or one
+  // per entry of order) gives the epoch position whose augmentation stream each entry draws
+  // (default: its own), so a data-parallel rank's share augments as in the whole epoch.
+  void start(std::vector<int64_t> order, uint64_t seed, std::vector<int64_t> positions = {});
   int64_t num_batches() const;
   // The next batch: images (B, C, H, W) float32 and labels (B) int64 on the CPU; false once the
   // epoch is over (and before the first start()). Batches come in order: batch b holds positions

@@ -11,6 +11,7 @@ namespace nd {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local LeafGradHook g_leaf_grad_hook;
 
 class LambdaNode : public Node {
  public:
@@ -42,6 +43,7 @@ class AccumulateGrad : public Node {
     return {};
   }
   std::string name() const override { return "AccumulateGrad"; }
+  const std::shared_ptr<TensorImpl>* accumulates_into() const override { return &leaf_; }
 
  private:
   std::shared_ptr<TensorImpl> leaf_;
@@ -53,6 +55,11 @@ Edge edge_for(const Tensor& t) {
   return {std::make_shared<AccumulateGrad>(t.impl_ptr()), 0};
 }
 }  // namespace
+
+LeafGradHook set_leaf_grad_hook(LeafGradHook hook) {
+  std::swap(hook, g_leaf_grad_hook);
+  return hook;
+}
 
 bool grad_enabled() {
   return g_grad_enabled;
@@ -105,13 +112,16 @@ void run_backward(const Tensor& root, const Tensor& grad) {
            " for a tensor of shape ", shape_str(root.shape()));
   NoGradGuard no_grad;
   const Edge start = edge_for(root);
-  // Count, for every node reachable from start, how many edges point at it.
+  // Count, for every node reachable from start, how many edges point at it, and (for the leaf
+  // hook) how many accumulator nodes feed each leaf.
   std::unordered_map<Node*, int> pending;
+  std::unordered_map<TensorImpl*, int> leaf_uses;
   std::vector<Node*> stack{start.node.get()};
   std::unordered_set<Node*> seen{start.node.get()};
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
+    if (g_leaf_grad_hook && n->accumulates_into()) leaf_uses[n->accumulates_into()->get()]++;
     for (const Edge& e : n->next) {
       if (!e.node) continue;
       pending[e.node.get()]++;
@@ -131,6 +141,10 @@ void run_backward(const Tensor& root, const Tensor& grad) {
     const bool any = std::any_of(g.begin(), g.end(), [](const Tensor& t) { return t.defined(); });
     std::vector<Tensor> in_grads = any ? n->apply(g) : std::vector<Tensor>{};
     n->release();
+    if (g_leaf_grad_hook && n->accumulates_into()) {
+      const std::shared_ptr<TensorImpl>& leaf = *n->accumulates_into();
+      if (--leaf_uses[leaf.get()] == 0) g_leaf_grad_hook(Tensor(leaf));
+    }
     for (size_t i = 0; i < n->next.size(); ++i) {
       const Edge& e = n->next[i];
       if (!e.node) continue;

@@ -28,6 +28,8 @@ class Node {
   virtual std::string name() const = 0;
   // Drops saved tensors after the backward has used them.
   virtual void release() {}
+  // The leaf whose .grad this node accumulates into (AccumulateGrad), else null.
+  virtual const std::shared_ptr<TensorImpl>* accumulates_into() const { return nullptr; }
   int num_outputs = 1;
   std::vector<Edge> next;  // one per input
 };
@@ -63,5 +65,12 @@ std::vector<Tensor> record_multi(std::vector<Tensor> outs, const std::vector<Ten
 
 // Runs the backward pass from `root` seeded with `grad` (same shape as root).
 void run_backward(const Tensor& root, const Tensor& grad);
+
+// Called during a backward pass once per leaf it reaches, as soon as every use of that leaf has
+// accumulated into its .grad (which may stay undefined when no gradient arrived). The
+// data-parallel gradient reducer starts each bucket's all-reduce from here. Per thread; returns
+// the hook it replaces (an empty function removes it).
+using LeafGradHook = std::function<void(const Tensor& leaf)>;
+LeafGradHook set_leaf_grad_hook(LeafGradHook hook);
 
 }  // namespace nd

@@ -16,7 +16,9 @@ namespace nd::kernels {
 // A patch is a row of length C*k*k, column f = c*k*k + ky*k + kx. For k > 1 the patches are
 // the im2col rows at output-grid stride `stride` (the effective sampling stride), padded zeros
 // included, positions (H + 2 pad - dil (k-1) - 1) / stride + 1 per axis, row order (n, py, px).
-// For k == 1 the rows are x viewed as NHWC (row order n, h, w), keeping rows 0, s*s, 2 s*s, ...
+// For k == 1 the rows are x viewed as NHWC (row order n, h, w), keeping rows first, first + s*s,
+// first + 2 s*s, ... (first = 0 but for a data-parallel rank, whose batch starts inside the
+// global batch's sampling pattern).
 // groups == 1: one matrix; each patch gives C/B sub-rows, sub-row j holding the columns
 //   f with f % (C/B) == j in increasing f (so nf = k*k*B columns); R = positions * (C/B).
 // groups > 1: B = C/groups; matrix g takes the contiguous columns [g*nf, (g+1)*nf); R = positions.
@@ -26,12 +28,15 @@ struct SampledCovShape {
   int64_t stride = 1;  // effective sampling stride s
   int64_t block = 1;   // B, already resolved by the gcd/groups rules (divides C)
   int64_t groups = 1;
+  int64_t first = 0;  // k == 1: the first sampled raster row, 0 <= first < stride * stride
   int64_t nf() const { return k * k * block; }
   int64_t matrices() const { return groups; }
   int64_t out_h() const { return (h + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
   int64_t out_w() const { return (w + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
   int64_t positions() const {
-    return k == 1 ? (n * h * w + stride * stride - 1) / (stride * stride) : n * out_h() * out_w();
+    const int64_t raster = n * h * w - first;
+    return k == 1 ? (raster > 0 ? (raster + stride * stride - 1) / (stride * stride) : 0)
+                  : n * out_h() * out_w();
   }
   int64_t rows() const { return positions() * (groups == 1 ? c / block : 1); }
 };
@@ -147,6 +152,8 @@ inline void check_sampled_cov_shape(const SampledCovShape& s, const char* who) {
            " must divide the channels ", s.c);
   ND_CHECK(s.groups == 1 || s.block == s.c / s.groups, who, ": with groups ", s.groups,
            " the block must be C/groups = ", s.c / s.groups, ", not ", s.block);
+  ND_CHECK(s.first >= 0 && (s.first == 0 || (s.k == 1 && s.first < s.stride * s.stride)), who,
+           ": first sampled row ", s.first, " needs k == 1 and must be below stride^2");
   ND_CHECK(s.k == 1 || (s.out_h() > 0 && s.out_w() > 0), who, ": the (dilated) kernel ", s.k,
            " does not fit the padded ", s.h, "x", s.w, " input");
 }

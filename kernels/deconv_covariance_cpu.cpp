@@ -19,8 +19,8 @@ template <typename T>
 void sampled_patch(const SampledCovShape& s, const T* x, int64_t p, std::vector<double>& val,
                    std::vector<int64_t>& src) {
   const int64_t kk = s.k * s.k;
-  if (s.k == 1) {  // NHWC raster row p * s * s
-    const int64_t i = p * s.stride * s.stride;
+  if (s.k == 1) {  // NHWC raster row first + p * s * s
+    const int64_t i = s.first + p * s.stride * s.stride;
     const int64_t n = i / (s.h * s.w), hw = i % (s.h * s.w);
     for (int64_t c = 0; c < s.c; ++c) {
       src[c] = (n * s.c + c) * s.h * s.w + hw;

@@ -50,6 +50,7 @@ int64_t ceil_div(int64_t a, int64_t b) {
 // Everything the kernels need about the sampling, passed by value.
 struct Geo {
   int64_t n, c, h, w, k, kk, pad, dil, stride;
+  int64_t first;      // k == 1: the first sampled raster row
   int64_t oh, ow;     // positions per axis (k > 1)
   int64_t positions;  // P: sampled patches over the batch
   int64_t blocks;     // sub-rows per patch: C / B when groups == 1, else 1
@@ -72,6 +73,7 @@ Geo make_geo(const SampledCovShape& s) {
   Geo g;
   g.n = s.n, g.c = s.c, g.h = s.h, g.w = s.w, g.k = s.k, g.kk = s.k * s.k;
   g.pad = s.pad, g.dil = s.dil, g.stride = s.stride;
+  g.first = s.first;
   g.oh = s.k == 1 ? 0 : s.out_h();
   g.ow = s.k == 1 ? 0 : s.out_w();
   g.positions = s.positions();
@@ -86,7 +88,7 @@ Geo make_geo(const SampledCovShape& s) {
 
 // Where sampled position p starts: base + ColInfo::off is the flat index into x (N, C, H, W) and
 // (iy0 + dy, ix0 + dx) the pixel, which is a padded zero when outside the image. For k == 1 the
-// position is NHWC raster row p * s * s and every column is inside.
+// position is NHWC raster row first + p * s * s and every column is inside.
 struct RowInfo {
   int64_t base;
   int32_t iy0, ix0;
@@ -102,7 +104,7 @@ __device__ __forceinline__ RowInfo row_info(const Geo& g, Idx p) {
   RowInfo r;
   if (g.k == 1) {
     const Idx hw = static_cast<Idx>(g.h * g.w);
-    const Idx i = p * static_cast<Idx>(g.stride * g.stride);
+    const Idx i = static_cast<Idx>(g.first) + p * static_cast<Idx>(g.stride * g.stride);
     const Idx n = i / hw;
     r.base = static_cast<int64_t>(n * static_cast<Idx>(g.c) * hw + (i - n * hw));
     r.iy0 = r.ix0 = 0;
@@ -388,7 +390,8 @@ __global__ void symmetrize_kernel(const float* __restrict__ dcov, int64_t mats, 
 // One thread per input pixel (n, c, iy, ix) of dx (N, C, H, W): the sum over every (sub-row,
 // column) that read the pixel of y (mats, R, nf) + dmean / R. The inverse of the sampling map:
 // k > 1: tap (ky, kx) reads the pixel from position (py, px) iff iy + pad - ky dil = py s with
-// 0 <= py < oh (and the same across); k == 1: raster index i is read iff i % (s s) == 0.
+// 0 <= py < oh (and the same across); k == 1: raster index i is read iff i >= first and
+// (i - first) % (s s) == 0.
 template <typename Idx>
 __global__ void scatter_pixels_kernel(const float* __restrict__ y, const float* __restrict__ dmean,
                                       Geo g, float inv_rows, int64_t total,
@@ -424,8 +427,8 @@ __global__ void scatter_pixels_kernel(const float* __restrict__ y, const float* 
     const Idx n = r / c_all;
     float sum = 0.0f;
     if (g.k == 1) {
-      const Idx i = (n * h + iy) * w + ix;
-      if (i % (s * s) == 0) sum = take(i / (s * s), c);
+      const Idx i = (n * h + iy) * w + ix - static_cast<Idx>(g.first);
+      if (i >= 0 && i % (s * s) == 0) sum = take(i / (s * s), c);
     } else {
       const Idx oh = static_cast<Idx>(g.oh), ow = static_cast<Idx>(g.ow);
       const Idx pad = static_cast<Idx>(g.pad), dil = static_cast<Idx>(g.dil);
@@ -573,7 +576,7 @@ void covariance_sampled_backward_cuda(const SampledCovShape& s, const float* x, 
   // 32-bit index arithmetic when every index involved (with margin for padding offsets) fits.
   const int64_t limit = INT_MAX / 2;
   const bool fits32 = xc_elems <= limit && x_elems + 2 * (g.pad + 1) * (g.w + 1) * g.c <= limit &&
-                      g.positions * g.stride * g.stride <= limit;
+                      g.first + g.positions * g.stride * g.stride <= limit;
   // 1. Xc, gathered through the sampling map.
   if (fits32) {
     gather_centred_kernel<int32_t>

@@ -1,6 +1,7 @@
 // Batch normalisation layers (PyTorch semantics and state_dict names: weight, bias,
 // running_mean, running_var, num_batches_tracked). BatchNorm1d takes (N, C) or (N, C, L);
-// BatchNorm2d takes (N, C, H, W).
+// BatchNorm2d takes (N, C, H, W). In data-parallel training with --sync-stats on, training
+// batches are normalised with the statistics of all ranks' batches together (SyncBN).
 #pragma once
 #include "layers/module.h"
 
@@ -15,6 +16,7 @@ class BatchNorm : public Module {
   std::string describe() const override;
 
  private:
+  Tensor forward_synchronised(const Tensor& x);
   int64_t channels_;
   int spatial_dims_;
   double eps_, momentum_;

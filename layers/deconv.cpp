@@ -3,7 +3,9 @@
 // deconvolution kernels. Tests hold the two equal.
 #include "layers/deconv.h"
 
+#include "engine/comm.h"
 #include "layers/conv.h"
+#include "layers/sync_statistics.h"
 
 #include <cmath>
 #include <numeric>
@@ -105,19 +107,20 @@ kernels::SampledCovShape FastDeconv::cov_shape(const Tensor& x) const {
   return s;
 }
 
-std::pair<Tensor, Tensor> FastDeconv::statistics_composite(const Tensor& x) {
-  const int64_t n = x.shape()[0], c = in_, nf = feature_length(), g = p_.groups;
+std::pair<Tensor, Tensor> FastDeconv::covariance_composite_of(const Tensor& x,
+                                                              const kernels::SampledCovShape& cs,
+                                                              double eps) {
+  const int64_t c = in_, nf = feature_length(), g = p_.groups;
   const int64_t s = effective_sampling_stride();
   Tensor rows;  // (positions, C*k*k), column f = c*k*k + ky*k + kx
   if (kernel_ == 1) {
     Tensor nhwc = x.permute({0, 2, 3, 1}).reshape({-1, c});
-    rows = nhwc.slice(0, 0, nhwc.shape()[0], s * s);
+    rows = nhwc.slice(0, cs.first, nhwc.shape()[0], s * s);
   } else {
     ops::Conv2dParams sp;
     sp.stride = s, sp.padding = p_.padding, sp.dilation = p_.dilation;
     rows = ops::im2col(x, kernel_, kernel_, sp).permute({0, 2, 1}).reshape({-1, c * nf / block_});
   }
-  (void)n;
   const int64_t positions = rows.shape()[0];
   Tensor blocks;  // (matrices, R, nf)
   if (g == 1) {
@@ -126,13 +129,35 @@ std::pair<Tensor, Tensor> FastDeconv::statistics_composite(const Tensor& x) {
   } else {
     blocks = rows.reshape({positions, g, nf}).permute({1, 0, 2});
   }
-  auto [mu, cov] = covariance_composite(blocks, settings_.eps);
-  return {mu, newton_schulz_composite(cov, settings_.n_iter)};
+  return covariance_composite(blocks, eps);
+}
+
+int64_t FastDeconv::first_sampled_row(const Tensor& x) const {
+  if (kernel_ != 1) return 0;
+  // The raster rows of the ranks before this one come first in the global batch.
+  const int64_t s2 = effective_sampling_stride() * effective_sampling_stride();
+  const int64_t before = comm::exclusive_prefix_sum(x.shape()[0]) * x.shape()[2] * x.shape()[3];
+  return (s2 - before % s2) % s2;
 }
 
 std::pair<Tensor, Tensor> FastDeconv::statistics(const Tensor& x) {
-  if (settings_.path == DeconvPath::Composite) return statistics_composite(x);
-  auto [mu, cov] = ops::sampled_covariance(x, cov_shape(x), settings_.eps);
+  // Synchronised statistics combine every rank's moments (eps is added once, to the total).
+  const bool sync = comm::sync_statistics();
+  const double eps = sync ? 0.0 : settings_.eps;
+  kernels::SampledCovShape cs = cov_shape(x);
+  if (sync) cs.first = first_sampled_row(x);
+  Tensor mu, cov;
+  if (cs.positions() == 0) {  // only a rank's tiny share of a 1x1 layer's sampling
+    mu = Tensor::zeros({cs.matrices(), cs.nf()}, x.dtype(), x.device());
+    cov = Tensor::zeros({cs.matrices(), cs.nf(), cs.nf()}, x.dtype(), x.device());
+  } else if (settings_.path == DeconvPath::Composite) {
+    std::tie(mu, cov) = covariance_composite_of(x, cs, eps);
+  } else {
+    std::tie(mu, cov) = ops::sampled_covariance(x, cs, eps);
+  }
+  if (sync) std::tie(mu, cov) = synchronise_covariance(mu, cov, double(cs.rows()), settings_.eps);
+  if (settings_.path == DeconvPath::Composite)
+    return {mu, newton_schulz_composite(cov, settings_.n_iter)};
   return {mu, ops::newton_schulz(cov, settings_.n_iter)};
 }
 
@@ -240,14 +265,20 @@ Tensor Delinear::forward(const Tensor& x) {
   Tensor mu, d;  // (B), (B, B)
   if (is_training()) {
     Tensor rows = x.reshape({-1, b});  // consecutive features form a row
+    const bool sync = comm::sync_statistics();
+    const double eps = sync ? 0.0 : settings_.eps;
     Tensor cov;
-    if (settings_.path == DeconvPath::Composite) {
-      std::tie(mu, cov) = covariance_composite(rows.reshape({1, -1, b}), settings_.eps);
-      d = newton_schulz_composite(cov, settings_.n_iter).reshape({b, b});
-    } else {
-      std::tie(mu, cov) = ops::rows_covariance(rows, settings_.eps);
-      d = ops::newton_schulz(cov.reshape({1, b, b}), settings_.n_iter).reshape({b, b});
-    }
+    if (settings_.path == DeconvPath::Composite)
+      std::tie(mu, cov) = covariance_composite(rows.reshape({1, -1, b}), eps);
+    else
+      std::tie(mu, cov) = ops::rows_covariance(rows, eps);
+    mu = mu.reshape({1, b});
+    cov = cov.reshape({1, b, b});
+    if (sync)
+      std::tie(mu, cov) = synchronise_covariance(mu, cov, double(rows.shape()[0]), settings_.eps);
+    d = (settings_.path == DeconvPath::Composite ? newton_schulz_composite(cov, settings_.n_iter)
+                                                 : ops::newton_schulz(cov, settings_.n_iter))
+            .reshape({b, b});
     mu = mu.reshape({b});
     update_running(*running_mean_, mu, settings_.momentum);
     update_running(*running_deconv_, d, settings_.momentum);
@@ -306,8 +337,17 @@ Tensor ChannelDeconv::forward(const Tensor& x_in) {
     Tensor centred = centred_ ? ops::sub(sampled, mu) : sampled;
     if (centred_ && !subsample) rows_centred = centred;
     Tensor cov = ops::affine(ops::matmul(centred, centred.transpose(0, 1)), 1.0 / double(m), 0.0);
-    cov = ops::add(cov, ops::affine(ops::eye(b, x.dtype(), x.device()), settings_.eps, 0.0));
-    Tensor cov3 = cov.reshape({1, b, b});
+    Tensor cov3;
+    if (comm::sync_statistics()) {
+      // Every rank's columns together (on feature maps each rank samples its own columns).
+      auto [mu_all, cov_all] = synchronise_covariance(mu.reshape({1, b}), cov.reshape({1, b, b}),
+                                                      double(m), settings_.eps, centred_);
+      mu = mu_all.reshape({b, 1});
+      cov3 = cov_all;
+    } else {
+      cov = ops::add(cov, ops::affine(ops::eye(b, x.dtype(), x.device()), settings_.eps, 0.0));
+      cov3 = cov.reshape({1, b, b});
+    }
     d = (settings_.path == DeconvPath::Fused ? ops::newton_schulz(cov3, settings_.n_iter)
                                              : newton_schulz_composite(cov3, settings_.n_iter))
             .reshape({b, b});
@@ -330,11 +370,17 @@ Tensor ChannelDeconv::forward(const Tensor& x_in) {
   if (c < c_all) {
     // Leftover channels: one scalar mean and unbiased variance over all of them (this batch).
     Tensor rest = x.slice(1, c, c_all);
-    const double count = double(rest.numel());
+    double count = double(rest.numel());
     Tensor mean = ops::mean(rest);
     Tensor centred = ops::sub(rest, mean);
-    Tensor var = ops::affine(ops::sum(ops::square(centred)), 1.0 / std::max(count - 1.0, 1.0),
-                             settings_.eps);
+    Tensor m2 = ops::sum(ops::square(centred));
+    if (comm::sync_statistics()) {
+      Moments all = all_reduce_moments({mean.reshape({1}), m2.reshape({1}), count}, true);
+      count = all.count;
+      centred = ops::sub(rest, all.mean.reshape({}));
+      m2 = all.m2.reshape({});
+    }
+    Tensor var = ops::affine(m2, 1.0 / std::max(count - 1.0, 1.0), settings_.eps);
     out = ops::cat({whitened, ops::div(centred, ops::sqrt(var))}, 1);
   }
   return flat ? out.reshape({n, c_all}) : out;

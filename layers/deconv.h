@@ -54,7 +54,11 @@ class FastDeconv : public Module {
  private:
   // Mean (groups, nf) and deconvolution matrices (groups, nf, nf) of this batch.
   std::pair<Tensor, Tensor> statistics(const Tensor& x);
-  std::pair<Tensor, Tensor> statistics_composite(const Tensor& x);
+  // Mean and covariance (+ eps I) of the sampled patches from primitive ops (the oracle).
+  std::pair<Tensor, Tensor> covariance_composite_of(const Tensor& x,
+                                                    const kernels::SampledCovShape& cs, double eps);
+  // k == 1 under synchronised statistics: where this rank's rows enter the global sampling.
+  int64_t first_sampled_row(const Tensor& x) const;
   std::pair<Tensor, Tensor> fold_composite(const Tensor& d, const Tensor& mu);
   kernels::SampledCovShape cov_shape(const Tensor& x) const;
 

@@ -26,7 +26,7 @@ const std::vector<Entry>& entries() {
       {{"pnasnetA", {"bn", "nd"}, "cifar"}, build_pnasnetA},
       {{"senet18", {"bn", "nd"}, "cifar"}, build_senet18},
       {{"efficientnetb0", {"bn", "nd"}, "cifar"}, build_efficientnetb0},
-      {{"imagenet_vgg11", {"bn", "nd"}, "imagenet"}, build_imagenet_vgg11},
+      {{"imagenet_vgg11", {"none", "bn", "nd"}, "imagenet"}, build_imagenet_vgg11},
       {{"imagenet_resnet18", {"bn", "nd"}, "imagenet"}, build_imagenet_resnet18},
       {{"imagenet_densenet121", {"bn", "nd"}, "imagenet"}, build_imagenet_densenet121},
   };

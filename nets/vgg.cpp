@@ -1,7 +1,7 @@
 // VGG in two forms: kuangliu's CIFAR VGG-16 (3x3 conv [BN] ReLU stacks with 2x2 max pools, an
 // AvgPool2d(1, 1) that does nothing, then one classifier on the 512 features of the 1x1 map) and
-// torchvision's ImageNet VGG-11 (vgg11_bn with --norm bn: adaptive 7x7 average pool, then
-// Linear 25088-4096, ReLU, Dropout, Linear 4096-4096, ReLU, Dropout, Linear).
+// torchvision's ImageNet VGG-11 (vgg11_bn with --norm bn, vgg11 with --norm none: adaptive 7x7
+// average pool, then Linear 25088-4096, ReLU, Dropout, Linear 4096-4096, ReLU, Dropout, Linear).
 // Reference quirks: with --norm nd no BN is created, so `features` indices shift (conv, ReLU,
 // conv, ...); the first conv freezes with 15 Newton-Schulz steps; the CIFAR classifier is
 // Delinear(block_fc), the three ImageNet FC layers are all Delinear with block 64, dropout kept.
@@ -72,7 +72,7 @@ std::shared_ptr<Module> build_vgg16(const NetConfig& cfg, Generator& gen) {
 }
 
 std::shared_ptr<Module> build_imagenet_vgg11(const NetConfig& cfg, Generator& gen) {
-  require_norm(cfg, {"bn", "nd"});
+  require_norm(cfg, {"none", "bn", "nd"});  // none: torchvision's vgg11 (the paper's "simple")
   LayerFactory f(cfg, gen);
   auto features = make_features(f, kVgg11);
   auto classifier = std::make_shared<Sequential>();
@@ -86,7 +86,7 @@ std::shared_ptr<Module> build_imagenet_vgg11(const NetConfig& cfg, Generator& ge
   classifier->push_back(f.classifier_block(kImagenetHidden, cfg.num_classes, kImagenetFcBlock));
   auto net = std::make_shared<Vgg>(features, std::make_shared<AdaptiveAvgPool2d>(kImagenetPool),
                                    classifier);
-  if (cfg.norm == "bn")
+  if (cfg.norm != "nd")
     torchvision_init(*net, gen, {/*fan_out=*/true, TorchvisionInit::LinearInit::Normal});
   return net;
 }

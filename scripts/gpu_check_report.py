@@ -236,19 +236,51 @@ def main():
     if dry:
         text.append("  (dry run: no GPU, so every CUDA case reports skipped by design)")
 
-    failing = [c for c in case_json if c["status"] == "failed"]
+    # Failing cases, the plain tests first; cases that failed with the same first line (a
+    # systemic cause such as no device or a library that does not load) are quoted once.
+    order = {"tests": 0, "memcheck": 1, "racecheck": 2}
+    failing = sorted((c for c in case_json if c["status"] == "failed"),
+                     key=lambda c: (order.get(c["group"], 3), c["name"]))
+    by_cause = {}
+    for c in failing:
+        blocks = c.get("failures", [])
+        first = blocks[0][-1] if blocks and blocks[0] else c["reason"]
+        by_cause.setdefault(first, []).append(c)
     if failing:
         text.append("failing cases:")
-        for c in failing[:MAX_CASES]:
+        quoted = 0
+        for c in failing:
+            blocks = c.get("failures", [])
+            first = blocks[0][-1] if blocks and blocks[0] else c["reason"]
+            same = by_cause[first]
+            if len(same) > 3:
+                if same[0] is c:
+                    text.append("  %d cases failed alike (%s, ...): %s" %
+                                (len(same), "; ".join("[%s] %s" % (x["group"], x["name"])
+                                                      for x in same[:3]), first.strip()))
+                continue
+            if quoted >= MAX_CASES:
+                continue
+            quoted += 1
             text.append("  [%s] %s: %s, %s s" % (c["group"], c["name"], c["reason"], c["seconds"]))
-            for block in c.get("failures", [])[:2]:
+            for block in blocks[:2]:
                 for line in block:
                     text.append("      " + line)
             for what, where in c.get("sanitizer", [])[:4]:
                 text.append("      sanitizer: %s at %s" % (what, where or "?"))
-        if len(failing) > MAX_CASES:
+        alike = sum(len(v) for v in by_cause.values() if len(v) > 3)
+        if len(failing) - alike > quoted:
             text.append("  ... and %d more (summary.json, cases/*.log)" %
-                        (len(failing) - MAX_CASES))
+                        (len(failing) - alike - quoted))
+
+    # The last lines of every other failed or timed-out step's log.
+    for st in step_json:
+        if st["status"] in ("fail", "timeout") and st["step"] not in groups:
+            tail = [l for l in read(os.path.join(work, "logs", st["step"] + ".log")).splitlines()
+                    if l.strip()][-3:]
+            if tail:
+                text.append("%s (%s):" % (st["step"], st["status"]))
+                text.extend("  " + l[:200] for l in tail)
 
     # Sanitizer findings, deduplicated by (finding, place) over all cases.
     seen = {}

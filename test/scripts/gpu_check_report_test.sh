@@ -90,18 +90,23 @@ for want in "verdict FAIL" "cuda net resnet18 nd: exit 1" "section: grads" \
   grep -qF "$want" "$tmp/fail.txt" || { cat "$tmp/fail.txt"; fail "missing from the summary: $want"; }
 done
 
-# 3. Two hundred failing cases: the summary stays within its limit.
+# 3. Two hundred failing cases, each its own failure: the summary stays within its limit and
+# says what it left out; two hundred failing alike are quoted once.
 w=$tmp/many
 make_work "$w"
 for i in $(seq -w 1 200); do
   printf 'tests\t%s\t1\t3\tcuda op case %s with a long descriptive name\n' "$i" "$i" \
     >"$w/cases/tests-$i.tsv"
-  cp "$tmp/failing/cases/tests-002.log" "$w/cases/tests-$i.log"
+  sed "s/layer1.0.conv1.weight/param$i/" "$tmp/failing/cases/tests-002.log" >"$w/cases/tests-$i.log"
 done
 python3 "$report" --work "$w" --out "$w/out" >"$tmp/many.txt" || true
 chars=$(wc -c <"$tmp/many.txt")
 [ "$chars" -le 10100 ] || fail "summary of $chars characters"
 grep -q "and 185 more" "$tmp/many.txt" || fail "the cut of failing cases is not said"
+for i in $(seq -w 1 200); do cp "$tmp/failing/cases/tests-002.log" "$w/cases/tests-$i.log"; done
+python3 "$report" --work "$w" --out "$w/out" >"$tmp/alike.txt" || true
+grep -q "200 cases failed alike" "$tmp/alike.txt" || fail "identical failures are not grouped"
+[ "$(wc -c <"$tmp/alike.txt")" -le 3000 ] || fail "identical failures fill the summary"
 
 # 4. A dry run: skipped CUDA cases (exit 77) pass; outside a dry run they fail.
 w=$tmp/dry
