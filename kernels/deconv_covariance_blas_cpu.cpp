@@ -49,8 +49,8 @@ struct PatchLayout {
 // into x (N, C, H, W) or -1 for a padded zero (the conventions of deconv.h).
 template <typename Visit>
 void for_patch(const SampledCovShape& s, int64_t p, Visit&& visit) {
-  if (s.k == 1) {  // NHWC raster row p * s * s
-    const int64_t i = p * s.stride * s.stride, hw = s.h * s.w;
+  if (s.k == 1) {  // NHWC raster row first + p * s * s
+    const int64_t i = s.first + p * s.stride * s.stride, hw = s.h * s.w;
     const int64_t n = i / hw, at = i % hw;
     for (int64_t c = 0; c < s.c; ++c) visit(c, (n * s.c + c) * hw + at);
     return;
@@ -74,8 +74,12 @@ void for_patch(const SampledCovShape& s, int64_t p, Visit&& visit) {
 std::pair<int64_t, int64_t> image_positions(const SampledCovShape& s, int64_t n) {
   if (s.k > 1) return {n * s.out_h() * s.out_w(), (n + 1) * s.out_h() * s.out_w()};
   const int64_t ss = s.stride * s.stride, hw = s.h * s.w;
-  const auto first_at_or_after = [&](int64_t i) { return (i + ss - 1) / ss; };
-  return {first_at_or_after(n * hw), std::min(first_at_or_after((n + 1) * hw), s.positions())};
+  // The first position whose raster row first + p ss is at or after row i.
+  const auto first_at_or_after = [&](int64_t i) {
+    return i <= s.first ? int64_t(0) : (i - s.first + ss - 1) / ss;
+  };
+  return {std::min(first_at_or_after(n * hw), s.positions()),
+          std::min(first_at_or_after((n + 1) * hw), s.positions())};
 }
 
 template <typename T>

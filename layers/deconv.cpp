@@ -335,7 +335,8 @@ Tensor ChannelDeconv::forward(const Tensor& x_in) {
     // Newton-Schulz step differs between the paths.
     mu = ops::mean(sampled, {1}, /*keepdim=*/true);
     Tensor centred = centred_ ? ops::sub(sampled, mu) : sampled;
-    if (centred_ && !subsample) rows_centred = centred;
+    // rows - mu is the centred data itself, unless the mean becomes every rank's below.
+    if (centred_ && !subsample && !comm::sync_statistics()) rows_centred = centred;
     Tensor cov = ops::affine(ops::matmul(centred, centred.transpose(0, 1)), 1.0 / double(m), 0.0);
     Tensor cov3;
     if (comm::sync_statistics()) {

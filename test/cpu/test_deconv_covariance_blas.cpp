@@ -111,6 +111,31 @@ TEST_CASE("covariance_sampled on BLAS equals the reference loops", "[deconv_cov]
   }
 }
 
+TEST_CASE(
+    "covariance_sampled on BLAS: 1x1 sampling that starts inside the pattern (a rank's share)",
+    "[deconv_cov][blas]") {
+  // {n, c, h, w, k, pad, dil, stride, block argument, groups} and the first sampled raster row.
+  const std::vector<std::pair<CovCase, int64_t>> cases = {
+      {{2, 16, 7, 9, 1, 0, 1, 3, 8, 1}, 4},
+      {{4, 16, 8, 8, 1, 0, 1, 6, 8, 1}, 35},
+      {{3, 12, 5, 5, 1, 0, 1, 3, 64, 3}, 8},  // groups 3
+  };
+  uint64_t seed = 2500;
+  for (const auto& [cc, first] : cases) {
+    SampledCovShape s = make_shape(cc);
+    s.first = first;
+    INFO(describe(s) << ", first row " << first);
+    const int64_t m = s.matrices(), nf = s.nf();
+    const std::vector<double> x = random_values(s.n * s.c * s.h * s.w, seed, -1.0, 2.0);
+    const std::vector<double> dcov = random_values(m * nf * nf, seed + 1, -1.0, 1.0);
+    const std::vector<double> dmean = random_values(m * nf, seed + 2, -1.0, 1.0);
+    seed += 3;
+    const CovResult want = run_sampled<double>(s, false, x, dcov, &dmean);
+    check_close(run_sampled<double>(s, true, x, dcov, &dmean), want, 1e-10, 1e-12, "double");
+    check_close(run_sampled<float>(s, true, x, dcov, &dmean), want, 1e-4, 2e-6, "float");
+  }
+}
+
 TEST_CASE("covariance_sampled on BLAS repeats bitwise whatever the thread count",
           "[deconv_cov][blas]") {
   const SampledCovShape s = make_shape({3, 128, 9, 9, 3, 1, 1, 3, 64, 1});
