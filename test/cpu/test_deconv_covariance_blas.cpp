@@ -6,7 +6,7 @@
 // double the two agree to rounding; in float to float rounding of the sums. The fast path repeats
 // bitwise, whatever the thread count, and leaves unsampled pixels at exactly zero.
 #include <cmath>
-#include <random>
+#include <limits>
 #include <vector>
 
 #include "engine/allocator.h"
@@ -19,24 +19,13 @@
 namespace {
 
 using nd::kernels::SampledCovShape;
+using nd::test::cast_to;
 using nd::test::CovCase;
 using nd::test::describe;
 using nd::test::make_shape;
 using nd::test::max_abs;
+using nd::test::random_values;
 using nd::test::to_double;
-
-std::vector<double> random_values(int64_t count, uint64_t seed, double lo, double hi) {
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<double> dist(lo, hi);
-  std::vector<double> v(static_cast<size_t>(count));
-  for (double& e : v) e = static_cast<double>(static_cast<float>(dist(gen)));
-  return v;
-}
-
-template <typename T>
-std::vector<T> cast_to(const std::vector<double>& v) {
-  return std::vector<T>(v.begin(), v.end());
-}
 
 struct CovResult {
   std::vector<double> mean, cov, dx;
