@@ -87,12 +87,16 @@ int main(int argc, char** argv) {
                "freeze every deconvolution's statistics after 100 steps in each 1000");
   app.add_option("--seed", cfg.seed)->capture_default_str();
   app.add_option("--workers", cfg.workers, "data loader threads")->capture_default_str();
+  app.add_option("--threads", cfg.threads,
+                 "CPU threads of the kernels (OpenBLAS, oneDNN, ours); 0: every core this process "
+                 "may use. A CPU run repeats bitwise for the same count")
+      ->capture_default_str();
   app.add_option("--device", cfg.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--output", cfg.output, "run directory (default runs/<date>-<arch>-<norm>)");
   app.add_option("--resume", resume,
                  "continue the run in DIR (its config.json gives every setting; --epochs, "
-                 "--stop-after, --device, --workers and --save-dtype may change; a larger "
-                 "--epochs stretches the learning-rate schedule)");
+                 "--stop-after, --device, --workers, --threads and --save-dtype may change; a "
+                 "larger --epochs stretches the learning-rate schedule)");
   app.add_option("--evaluate", evaluate,
                  "evaluate a weights file (e.g. DIR/best.safetensors) on the test split and exit");
   app.add_flag("--summary", summary,
@@ -180,12 +184,13 @@ int main(int argc, char** argv) {
         if (app.count(flag) > 0)
           throw nd::Error(std::string("--resume takes ") + flag + " from " + resume +
                           "/config.json; leave it out (only --epochs, --stop-after, --device, "
-                          "--workers and --save-dtype may change)");
+                          "--workers, --threads and --save-dtype may change)");
       nd::TrainConfig saved = nd::resume_config(resume);
       if (app.count("--epochs")) saved.epochs = cfg.epochs;
       if (app.count("--device")) saved.device = cfg.device;
       if (app.count("--workers")) saved.workers = cfg.workers;
       if (app.count("--save-dtype")) saved.save_dtype = cfg.save_dtype;
+      if (app.count("--threads")) saved.threads = cfg.threads;
       saved.stop_after = cfg.stop_after;
       saved.output = resume;
       nd::install_stop_handlers();

@@ -55,6 +55,7 @@ void for_each_field(TrainConfig& c, F&& f) {
   f("ref_compat", c.ref_compat);
   f("deconv_path", c.deconv_path);
   f("workers", c.workers);
+  f("threads", c.threads);
   f("train_limit", c.train_limit);
   f("test_limit", c.test_limit);
   f("skip_bad_images", c.skip_bad_images);
@@ -190,6 +191,7 @@ void validate(const TrainConfig& cfg) {
   ND_CHECK(cfg.eps > 0, "--eps must be > 0, got ", cfg.eps);
   ND_CHECK(cfg.image_size >= 8, "--image-size must be >= 8, got ", cfg.image_size);
   ND_CHECK(cfg.workers >= 0, "--workers must be >= 0, got ", cfg.workers);
+  ND_CHECK(cfg.threads >= 0, "--threads must be >= 0 (0: every core), got ", cfg.threads);
   ND_CHECK(cfg.train_limit >= 0 && cfg.test_limit >= 0, "limits must be >= 0");
   require_one_of("--sync-stats", cfg.sync_stats, {"on", "off"});
   ND_CHECK(cfg.world_size >= 1, "world_size must be >= 1, got ", cfg.world_size);

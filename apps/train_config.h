@@ -37,6 +37,7 @@ struct TrainConfig {
   bool ref_compat = false;            // reproduce the reference's bugs (section 6)
   std::string deconv_path = "fused";  // fused | composite (the primitive-op oracle)
   int workers = 2;                    // loader threads
+  int threads = 0;                    // CPU kernel threads (0: every core; cpu_backend.h)
   int64_t train_limit = 0;            // use only the first N training images (0 = all)
   int64_t test_limit = 0;             // use only the first N test images (0 = all)
   bool skip_bad_images = false;       // image folders: skip and count unreadable images

@@ -23,6 +23,7 @@
 #include "data/atomic_file.h"
 #include "data/loader.h"
 #include "engine/comm.h"
+#include "engine/cpu_backend.h"
 #include "engine/optim.h"
 #include "nets/summary.h"
 
@@ -196,6 +197,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   validate(cfg);
   const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
+  set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
   const kernels::LossKind loss_kind = loss_kind_of(cfg);
   const bool resuming = !resume_dir.empty();
   const bool write_files = cfg.write_files && comm::is_root();  // rank 0 keeps the run directory
@@ -254,7 +256,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
       comm::is_root() && (cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO)));
   log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
-      << device.str() << ", " << net->num_parameters() << " parameters"
+      << device.str() << (device.is_cpu() ? " (" + std::to_string(cpu_threads()) + " threads)" : "")
+      << ", " << net->num_parameters() << " parameters"
       << (resuming ? has_checkpoint
                          ? ", resuming after epoch " + std::to_string(progress.epochs_done)
                          : ", no checkpoint yet: starting from epoch 0"
@@ -388,6 +391,7 @@ EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, 
   validate(cfg);
   const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
+  set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
   DataSplits data = load_splits(cfg, false, true);
   std::shared_ptr<Module> net = build_for(cfg, *data.test);
   load_weights(weights, *net);

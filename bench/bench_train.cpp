@@ -26,6 +26,7 @@
 
 #include "apps/train_config.h"
 #include "engine/autograd.h"
+#include "engine/cpu_backend.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/profile.h"
@@ -80,6 +81,7 @@ struct Options {
   int warmup = -1;     // 5 on a GPU, 1 on the CPU
   int steps = -1;      // 20 on a GPU, 3 on the CPU
   int64_t classes = 10;
+  int threads = 0;  // CPU threads (0: every core this process may use)
   std::string json;
   bool profile = false, tf32 = false, deterministic = false;
 };
@@ -327,6 +329,9 @@ int bench_main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "timed steps (default 20 on a GPU, 3 on the CPU)")
       ->check(CLI::Range(1, 100000));
   app.add_option("--classes", o.classes, "classes of the classifier")->capture_default_str();
+  app.add_option("--threads", o.threads,
+                 "CPU threads of OpenBLAS, oneDNN and the kernels (0: every core, as nd-train)")
+      ->check(CLI::Range(0, 4096));
   app.add_option("--json", o.json, "also write one JSON line per network to this file");
   app.add_flag("--profile", o.profile,
                "time every op by kind in as many extra steps and print where the time goes");
@@ -351,6 +356,7 @@ int bench_main(int argc, char** argv) {
                "densenet121 resnext29_32x4d mobilenetv2 dpn92 pnasnetA senet18 efficientnetb0");
     device = parse_device(o.device);
     set_gpu_math({o.tf32, o.deterministic});
+    set_cpu_threads(o.threads > 0 ? o.threads : cpu_threads_available());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nd-bench-train: %s\n", e.what());
     return 1;
@@ -360,6 +366,7 @@ int bench_main(int argc, char** argv) {
   if (o.warmup < 0) o.warmup = gpu ? 5 : 1;
   if (o.steps < 0) o.steps = gpu ? 20 : 3;
   std::string device_name = device.str();
+  if (!gpu) device_name += " (" + std::to_string(cpu_threads()) + " threads)";
 #ifdef ND_WITH_CUDA
   if (gpu) device_name += " (" + kernels::cuda_device_name(device.index) + ")";
 #endif

@@ -1,6 +1,7 @@
-// CPU heap allocation with counters, and the caching CUDA allocator (see allocator.h).
+// The caching allocators of host and CUDA memory, with counters (see allocator.h).
 #include "engine/allocator.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -20,8 +21,8 @@ constexpr size_t kAlignment = 512;  // rounding of CUDA block sizes; keeps the c
 struct Pool {
   std::mutex mutex;
   AllocatorStats stats;
-  std::multimap<size_t, void*> free_blocks;  // size -> cached block (CUDA only)
-  std::unordered_map<void*, size_t> in_use;  // block -> its size (CUDA only)
+  std::multimap<size_t, void*> free_blocks;  // size -> cached block
+  std::unordered_map<void*, size_t> in_use;  // block -> its size
 };
 
 constexpr int kMaxDevices = 16;
@@ -42,6 +43,35 @@ size_t round_up(size_t bytes) {
   return (bytes + kAlignment - 1) / kAlignment * kAlignment;
 }
 
+// Cached host memory up to this much is never given back (see allocate()).
+constexpr int64_t kHostCacheFloor = int64_t(256) << 20;
+
+// Host blocks: 64-byte aligned (whole cache lines, AVX-512 loads) from the heap.
+void* host_malloc(size_t size) {
+  return std::aligned_alloc(64, size);
+}
+
+void release_cached_host(Pool& p) {
+  for (auto& [size, ptr] : p.free_blocks) {
+    std::free(ptr);
+    p.stats.bytes_reserved -= int64_t(size);
+  }
+  p.free_blocks.clear();
+}
+
+// A cached block of at least `size` bytes and at most twice that (best fit), or null.
+void* take_cached(Pool& p, size_t size) {
+  auto it = p.free_blocks.lower_bound(size);
+  if (it == p.free_blocks.end() || it->first > 2 * size) return nullptr;
+  const size_t block = it->first;
+  void* ptr = it->second;
+  p.free_blocks.erase(it);
+  p.in_use.emplace(ptr, block);
+  note_alloc(p.stats, block);
+  p.stats.cache_hits++;
+  return ptr;
+}
+
 #ifdef ND_WITH_CUDA
 void release_cached(Device d, Pool& p) {
   kernels::cuda_set_device(d.index);
@@ -58,31 +88,33 @@ void release_cached(Device d, Pool& p) {
 
 void* allocate(Device d, size_t bytes) {
   Pool& p = pool(d);
+  const size_t size = round_up(std::max<size_t>(bytes, 1));
   if (d.is_cpu()) {
-    const size_t size = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-    void* ptr = std::aligned_alloc(64, size);
+    // Cached like CUDA memory: freeing and taking heap blocks every step made glibc return and
+    // re-map the memory, a page fault per touched page (most of the MLP's system time).
+    std::lock_guard<std::mutex> lock(p.mutex);
+    if (void* ptr = take_cached(p, size)) return ptr;
+    // A miss while the cache holds more than the high-water mark of live memory (new shapes, e.g.
+    // the next network of a test): give the cache back rather than grow without bound. Steady
+    // training misses nothing, so it never gets here.
+    const int64_t cached = p.stats.bytes_reserved - p.stats.bytes_in_use;
+    if (cached > std::max(kHostCacheFloor, p.stats.peak_bytes_in_use)) release_cached_host(p);
+    void* ptr = host_malloc(size);
+    if (!ptr) {
+      release_cached_host(p);  // give the cache back and try once more
+      ptr = host_malloc(size);
+    }
     if (!ptr)
       throw OutOfMemoryError(detail::concat("out of host memory allocating ", bytes, " bytes"));
-    std::lock_guard<std::mutex> lock(p.mutex);
-    note_alloc(p.stats, bytes);
-    p.stats.bytes_reserved = p.stats.bytes_in_use;
     p.stats.device_mallocs++;
+    p.stats.bytes_reserved += int64_t(size);
+    p.in_use.emplace(ptr, size);
+    note_alloc(p.stats, size);
     return ptr;
   }
 #ifdef ND_WITH_CUDA
-  const size_t size = round_up(std::max<size_t>(bytes, 1));
   std::lock_guard<std::mutex> lock(p.mutex);
-  // Best fit among cached blocks, but never hand out a block more than twice the request.
-  auto it = p.free_blocks.lower_bound(size);
-  if (it != p.free_blocks.end() && it->first <= 2 * size) {
-    const size_t block = it->first;
-    void* ptr = it->second;
-    p.free_blocks.erase(it);
-    p.in_use.emplace(ptr, block);
-    note_alloc(p.stats, block);
-    p.stats.cache_hits++;
-    return ptr;
-  }
+  if (void* ptr = take_cached(p, size)) return ptr;
   kernels::cuda_set_device(d.index);
   void* ptr = nullptr;
   try {
@@ -97,30 +129,20 @@ void* allocate(Device d, size_t bytes) {
   note_alloc(p.stats, size);
   return ptr;
 #else
-  (void)round_up;
   ND_FAIL("this build has no CUDA support; cannot allocate on ", d.str());
 #endif
 }
 
-void deallocate(Device d, void* ptr, size_t bytes) {
+void deallocate(Device d, void* ptr, size_t) {
   if (!ptr) return;
   Pool& p = pool(d);
-  if (d.is_cpu()) {
-    std::free(ptr);
-    std::lock_guard<std::mutex> lock(p.mutex);
-    p.stats.bytes_in_use -= int64_t(bytes);
-    p.stats.bytes_reserved = p.stats.bytes_in_use;
-    return;
-  }
-#ifdef ND_WITH_CUDA
-  (void)bytes;
   std::lock_guard<std::mutex> lock(p.mutex);
   auto it = p.in_use.find(ptr);
-  ND_CHECK(it != p.in_use.end(), "freeing a CUDA block the allocator does not know");
+  ND_CHECK(it != p.in_use.end(), "freeing a ", d.is_cpu() ? "host" : "CUDA",
+           " block the allocator does not know");
   p.stats.bytes_in_use -= int64_t(it->second);
   p.free_blocks.emplace(it->second, ptr);
   p.in_use.erase(it);
-#endif
 }
 
 AllocatorStats allocator_stats(Device d) {
@@ -136,14 +158,14 @@ void reset_peak_bytes(Device d) {
 }
 
 void empty_cache(Device d) {
-#ifdef ND_WITH_CUDA
-  if (d.is_cuda()) {
-    Pool& p = pool(d);
-    std::lock_guard<std::mutex> lock(p.mutex);
-    release_cached(d, p);
+  Pool& p = pool(d);
+  std::lock_guard<std::mutex> lock(p.mutex);
+  if (d.is_cpu()) {
+    release_cached_host(p);
+    return;
   }
-#else
-  (void)d;
+#ifdef ND_WITH_CUDA
+  release_cached(d, p);
 #endif
 }
 

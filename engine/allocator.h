@@ -1,6 +1,7 @@
-// Memory for tensors. CPU: 64-byte aligned heap blocks. CUDA: a caching allocator per device that
-// keeps freed blocks for reuse, so steady-state training makes no new cudaMalloc; its counters
-// let tests assert that. All CUDA compute runs on one stream per device, so a freed block may be
+// Memory for tensors: a caching allocator for the host (64-byte aligned heap blocks) and one per
+// CUDA device, each keeping freed blocks for reuse, so steady-state training makes no new
+// allocation (no cudaMalloc, no heap growth or page faults on the host); their counters let tests
+// assert that. All CUDA compute runs on one stream per device, so a freed block may be
 // reused at once (stream order protects it); host-to-device copies run on a copy stream that
 // first waits for the compute stream (engine/ops_copy.cpp). Pinned (page-locked) host memory,
 // the source of asynchronous copies, is cached too, and a freed pinned block is handed out again
@@ -19,7 +20,7 @@ namespace nd {
 struct AllocatorStats {
   int64_t bytes_in_use = 0;  // held by live tensors
   int64_t peak_bytes_in_use = 0;
-  int64_t bytes_reserved = 0;  // in use + cached (CUDA)
+  int64_t bytes_reserved = 0;  // in use + cached
   int64_t device_mallocs = 0;  // cudaMalloc calls so far (CUDA) / heap allocations (CPU)
   int64_t cache_hits = 0;
 };
@@ -29,7 +30,7 @@ void deallocate(Device d, void* p, size_t bytes);
 AllocatorStats allocator_stats(Device d);
 // Starts a new high-water mark: peak_bytes_in_use = bytes_in_use.
 void reset_peak_bytes(Device d);
-// Returns cached, unused CUDA blocks to the driver.
+// Returns cached, unused blocks to the driver (CUDA) or the heap (CPU).
 void empty_cache(Device d);
 
 // Pinned host memory (CUDA builds only; throws otherwise).

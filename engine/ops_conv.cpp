@@ -1,4 +1,8 @@
-// ops:: 2-D convolution (CPU im2col + GEMM, CUDA cuDNN) and the im2col op itself.
+// ops:: 2-D convolution (CPU: oneDNN for float32, else the im2col + GEMM reference; CUDA: cuDNN)
+// and the im2col op itself.
+#include <type_traits>
+
+#include "engine/cpu_backend.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/conv.h"
@@ -9,6 +13,12 @@ using detail::dispatch;
 using detail::ptr;
 
 namespace {
+
+// float32 on the CPU runs oneDNN unless the reference is selected (cpu_backend.h).
+template <typename T>
+bool use_onednn() {
+  return std::is_same_v<T, float> && cpu_conv_path() == CpuConvPath::OneDnn;
+}
 
 kernels::Conv2dShape conv_shape(const Tensor& x, int64_t out_channels, int64_t kh, int64_t kw,
                                 const Conv2dParams& p) {
@@ -43,8 +53,12 @@ ConvGrads conv2d_backward(const kernels::Conv2dShape& s, const Tensor& x, const 
       "conv2d backward", x,
       [&](auto tag) {
         using T = decltype(tag);
-        kernels::conv2d_backward_cpu<T>(s, ptr<T>(x), ptr<T>(w), ptr<T>(g), ptr<T>(r.dx),
-                                        ptr<T>(r.dw), ptr<T>(r.db));
+        if (use_onednn<T>())
+          kernels::conv2d_backward_onednn(s, ptr<float>(x), ptr<float>(w), ptr<float>(g),
+                                          ptr<float>(r.dx), ptr<float>(r.dw), ptr<float>(r.db));
+        else
+          kernels::conv2d_backward_cpu<T>(s, ptr<T>(x), ptr<T>(w), ptr<T>(g), ptr<T>(r.dx),
+                                          ptr<T>(r.dw), ptr<T>(r.db));
       },
       [&](auto stream) {
         DeviceScratch scratch(x.device());
@@ -76,7 +90,11 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const 
       "conv2d", x,
       [&](auto tag) {
         using T = decltype(tag);
-        kernels::conv2d_forward_cpu<T>(s, ptr<T>(x), ptr<T>(w), ptr<T>(b), ptr<T>(y));
+        if (use_onednn<T>())
+          kernels::conv2d_forward_onednn(s, ptr<float>(x), ptr<float>(w), ptr<float>(b),
+                                         ptr<float>(y));
+        else
+          kernels::conv2d_forward_cpu<T>(s, ptr<T>(x), ptr<T>(w), ptr<T>(b), ptr<T>(y));
       },
       [&](auto stream) {
         DeviceScratch scratch(x.device());

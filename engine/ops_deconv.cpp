@@ -1,5 +1,6 @@
 // ops:: the fused network-deconvolution kernels (sampled covariance, covariance of rows,
 // Newton-Schulz inverse square root, weight folding) with their hand-derived backwards.
+#include "engine/cpu_backend.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/deconv.h"
@@ -8,6 +9,13 @@ namespace nd::ops {
 
 using detail::dispatch;
 using detail::ptr;
+
+namespace {
+// The covariances run on BLAS unless the reference loops are selected (cpu_backend.h).
+bool use_blas() {
+  return cpu_deconv_path() == CpuDeconvPath::Blas;
+}
+}  // namespace
 
 std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x_in, const kernels::SampledCovShape& s,
                                              double eps) {
@@ -27,7 +35,13 @@ std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x_in, const kernels::
       "sampled_covariance", x,
       [&](auto tag) {
         using T = decltype(tag);
-        kernels::covariance_sampled_forward_cpu<T>(s, eps, ptr<T>(x), ptr<T>(mean), ptr<T>(cov));
+        if (use_blas()) {
+          DeviceScratch scratch(x.device());
+          kernels::covariance_sampled_forward_blas<T>(s, eps, ptr<T>(x), ptr<T>(mean), ptr<T>(cov),
+                                                      scratch);
+        } else {
+          kernels::covariance_sampled_forward_cpu<T>(s, eps, ptr<T>(x), ptr<T>(mean), ptr<T>(cov));
+        }
       },
       [&](auto stream) {
         DeviceScratch scratch(x.device());
@@ -46,8 +60,14 @@ std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x_in, const kernels::
             "sampled_covariance backward", xd,
             [&](auto tag) {
               using T = decltype(tag);
-              kernels::covariance_sampled_backward_cpu<T>(s, ptr<T>(xd), ptr<T>(md), ptr<T>(dmean),
-                                                          ptr<T>(dcov), ptr<T>(dx));
+              if (use_blas()) {
+                DeviceScratch scratch(xd.device());
+                kernels::covariance_sampled_backward_blas<T>(
+                    s, ptr<T>(xd), ptr<T>(md), ptr<T>(dmean), ptr<T>(dcov), ptr<T>(dx), scratch);
+              } else {
+                kernels::covariance_sampled_backward_cpu<T>(
+                    s, ptr<T>(xd), ptr<T>(md), ptr<T>(dmean), ptr<T>(dcov), ptr<T>(dx));
+              }
             },
             [&](auto stream) {
               DeviceScratch scratch(xd.device());
@@ -71,7 +91,14 @@ std::pair<Tensor, Tensor> rows_covariance(const Tensor& x_in, double eps) {
       "rows_covariance", x,
       [&](auto tag) {
         using T = decltype(tag);
-        kernels::covariance_rows_forward_cpu<T>(rows, n, eps, ptr<T>(x), ptr<T>(mean), ptr<T>(cov));
+        if (use_blas()) {
+          DeviceScratch scratch(x.device());
+          kernels::covariance_rows_forward_blas<T>(rows, n, eps, ptr<T>(x), ptr<T>(mean),
+                                                   ptr<T>(cov), scratch);
+        } else {
+          kernels::covariance_rows_forward_cpu<T>(rows, n, eps, ptr<T>(x), ptr<T>(mean),
+                                                  ptr<T>(cov));
+        }
       },
       [&](auto stream) {
         DeviceScratch scratch(x.device());
@@ -89,8 +116,15 @@ std::pair<Tensor, Tensor> rows_covariance(const Tensor& x_in, double eps) {
             "rows_covariance backward", xd,
             [&](auto tag) {
               using T = decltype(tag);
-              kernels::covariance_rows_backward_cpu<T>(rows, n, ptr<T>(xd), ptr<T>(md),
-                                                       ptr<T>(dmean), ptr<T>(dcov), ptr<T>(dx));
+              if (use_blas()) {
+                DeviceScratch scratch(xd.device());
+                kernels::covariance_rows_backward_blas<T>(rows, n, ptr<T>(xd), ptr<T>(md),
+                                                          ptr<T>(dmean), ptr<T>(dcov), ptr<T>(dx),
+                                                          scratch);
+              } else {
+                kernels::covariance_rows_backward_cpu<T>(rows, n, ptr<T>(xd), ptr<T>(md),
+                                                         ptr<T>(dmean), ptr<T>(dcov), ptr<T>(dx));
+              }
             },
             [&](auto stream) {
               DeviceScratch scratch(xd.device());

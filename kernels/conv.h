@@ -1,6 +1,7 @@
 // Convolution family: im2col/col2im and 2-D convolution with stride, padding, dilation and groups.
-// CPU: im2col + GEMM per image and group (the reference); CUDA: im2col/col2im kernels and cuDNN
-// for the convolution itself, with FMA-only math so results track the CPU.
+// CPU: im2col + GEMM per image and group (the reference) and oneDNN (the fast path); CUDA:
+// im2col/col2im kernels and cuDNN for the convolution itself, with FMA-only math so results track
+// the CPU.
 #pragma once
 #include "kernels/common.h"
 
@@ -30,6 +31,15 @@ void conv2d_forward_cpu(const Conv2dShape& s, const T* x, const T* w, const T* b
 template <typename T>
 void conv2d_backward_cpu(const Conv2dShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw,
                          T* dbias);
+
+// The fast CPU path (float32): oneDNN, when the build found it (conv2d_onednn_available()); same
+// contracts as conv2d_forward_cpu / conv2d_backward_cpu, which stay the reference it is tested
+// against. Without oneDNN the calls throw nd::Error.
+bool conv2d_onednn_available();
+void conv2d_forward_onednn(const Conv2dShape& s, const float* x, const float* w, const float* bias,
+                           float* y);
+void conv2d_backward_onednn(const Conv2dShape& s, const float* x, const float* w, const float* dy,
+                            float* dx, float* dw, float* dbias);
 
 // Batched over N images: x (N, C, H, W) -> cols (N, C*kh*kw, out_h*out_w).
 void im2col_cuda(const float* x, float* cols, const Conv2dShape& s, cudaStream_t st);

@@ -5,7 +5,7 @@
 //      and the backward of the unrolled iteration;
 //   3. folding D and mu into the convolution weights and bias, and its backward;
 // plus the covariance of plain rows (Delinear, ChannelDeconv). CPU versions (float/double) are
-// the reference; CUDA versions take float32.
+// the reference, with a fast CPU path on BLAS for the covariances; CUDA versions take float32.
 #pragma once
 #include "kernels/common.h"
 #include "kernels/matmul.h"
@@ -70,6 +70,25 @@ void covariance_rows_forward_cuda(int64_t rows, int64_t n, double eps, const flo
 void covariance_rows_backward_cuda(int64_t rows, int64_t n, const float* x, const float* mean,
                                    const float* dmean, const float* dcov, float* dx,
                                    Scratch& scratch, cudaStream_t st);
+
+// ---------------------------------------------------------------- fast CPU path (BLAS)
+// The same contracts as the covariance functions above, for the CPU fast path
+// (deconv_covariance_blas_cpu.cpp): the sampled patches are gathered into one matrix per
+// covariance, centred, and multiplied by one SYRK; the backward is one GEMM and a scatter.
+// Arithmetic in T (column means summed in double); temporary buffers come from `scratch`. The
+// functions above stay the reference these are tested against.
+template <typename T>
+void covariance_sampled_forward_blas(const SampledCovShape& s, double eps, const T* x, T* mean,
+                                     T* cov, Scratch& scratch);
+template <typename T>
+void covariance_sampled_backward_blas(const SampledCovShape& s, const T* x, const T* mean,
+                                      const T* dmean, const T* dcov, T* dx, Scratch& scratch);
+template <typename T>
+void covariance_rows_forward_blas(int64_t rows, int64_t n, double eps, const T* x, T* mean, T* cov,
+                                  Scratch& scratch);
+template <typename T>
+void covariance_rows_backward_blas(int64_t rows, int64_t n, const T* x, const T* mean,
+                                   const T* dmean, const T* dcov, T* dx, Scratch& scratch);
 
 // ---------------------------------------------------------------- Newton-Schulz
 // For each of `count` matrices A (n x n): a = ||A||_F; Y0 = A / a; Z0 = I; `iters` times

@@ -1,8 +1,10 @@
-// CPU reference of the elementwise family (see elementwise.h): plain loops over float/double.
+// CPU reference of the elementwise family (see elementwise.h): plain loops over float/double,
+// shared among the threads by ranges of elements (cpu_parallel.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu_parallel.h"
 #include "kernels/elementwise.h"
 
 namespace nd::kernels {
@@ -30,8 +32,9 @@ T sigmoid(T x) {
 }
 }  // namespace
 
+namespace {
 template <typename T>
-void unary_forward_cpu(UnaryOp op, const T* x, T* y, int64_t n) {
+void unary_forward_range(UnaryOp op, const T* x, T* y, int64_t n) {
   switch (op) {
     case UnaryOp::Relu:
       for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
@@ -67,7 +70,7 @@ void unary_forward_cpu(UnaryOp op, const T* x, T* y, int64_t n) {
 }
 
 template <typename T>
-void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n) {
+void unary_backward_range(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n) {
   switch (op) {
     case UnaryOp::Relu:
       for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : T(0);
@@ -104,6 +107,21 @@ void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, 
       break;
   }
 }
+}  // namespace
+
+template <typename T>
+void unary_forward_cpu(UnaryOp op, const T* x, T* y, int64_t n) {
+  parallel_ranges(n, 1,
+                  [&](int64_t b, int64_t e) { unary_forward_range(op, x + b, y + b, e - b); });
+}
+
+template <typename T>
+void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n) {
+  // x or y may be null when the op's gradient does not read it.
+  parallel_ranges(n, 1, [&](int64_t b, int64_t e) {
+    unary_backward_range(op, x ? x + b : x, y ? y + b : y, dy + b, dx + b, e - b);
+  });
+}
 
 namespace {
 template <typename T, typename F>
@@ -120,7 +138,9 @@ void binary_loop(const T* a, const T* b, T* out, const BroadcastLayout& l, F f) 
     expect *= l.shape[d];
   }
   if (a_dense && b_dense) {
-    for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+    parallel_ranges(n, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = f(a[i], b[i]);
+    });
     return;
   }
   if (l.ndim == 0) {
@@ -167,7 +187,9 @@ void binary_forward_cpu(BinaryOp op, const T* a, const T* b, T* out, const Broad
 template <typename T>
 void affine_cpu(const T* x, T* y, int64_t n, double alpha, double beta) {
   const T a = T(alpha), b = T(beta);
-  for (int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b;
+  parallel_ranges(n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = a * x[i] + b;
+  });
 }
 
 namespace {
@@ -192,20 +214,25 @@ void copy_strided_tiled(const T* src, T* dst, const StridedLayout& l, int p) {
   const int64_t row_out = out_stride[p];
   int64_t idx[kMaxDims] = {};
   int64_t off = 0, base = 0;  // strided / contiguous offsets of the current plane
+  const int64_t row_tiles = (rows + kTile - 1) / kTile;
   for (;;) {
-    for (int64_t i0 = 0; i0 < rows; i0 += kTile)
-      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-        const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
-        for (int64_t i = i0; i < i1; ++i)
-          for (int64_t j = j0; j < j1; ++j) {
-            const int64_t strided = off + i + j * col_stride, contiguous = base + i * row_out + j;
-            if (kScatter) {
-              dst[strided] = src[contiguous];
-            } else {
-              dst[contiguous] = src[strided];
+    // Threads take bands of tiles; every element is written once, so any split gives the same.
+    parallel_ranges(row_tiles, kTile * cols, [&](int64_t t0, int64_t t1) {
+      for (int64_t i0 = t0 * kTile; i0 < std::min(rows, t1 * kTile); i0 += kTile)
+        for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+          const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
+          for (int64_t i = i0; i < i1; ++i)
+            for (int64_t j = j0; j < j1; ++j) {
+              const int64_t strided = off + i + j * col_stride;
+              const int64_t contiguous = base + i * row_out + j;
+              if (kScatter) {
+                dst[strided] = src[contiguous];
+              } else {
+                dst[contiguous] = src[strided];
+              }
             }
-          }
-      }
+        }
+    });
     int d = last - 1;
     for (; d >= 0; --d) {
       if (d == p) continue;
@@ -220,10 +247,29 @@ void copy_strided_tiled(const T* src, T* dst, const StridedLayout& l, int p) {
   }
 }
 
+// The same view with size-1 dimensions dropped and neighbours that are contiguous in memory
+// merged (row-major order is unchanged), so a transpose of (N, C, 1, 1) maps is seen as one.
+StridedLayout simplified(const StridedLayout& in) {
+  StridedLayout l;
+  for (int d = 0; d < in.ndim; ++d) {
+    if (in.shape[d] == 1) continue;
+    if (l.ndim > 0 && l.stride[l.ndim - 1] == in.stride[d] * in.shape[d]) {
+      l.shape[l.ndim - 1] *= in.shape[d];
+      l.stride[l.ndim - 1] = in.stride[d];
+      continue;
+    }
+    l.shape[l.ndim] = in.shape[d];
+    l.stride[l.ndim] = in.stride[d];
+    ++l.ndim;
+  }
+  return l;
+}
+
 // Walks the strided view l in row-major order; kScatter writes into it instead of reading.
 template <typename T, bool kScatter>
-void copy_strided_typed(const T* src, T* dst, const StridedLayout& l) {
-  const int64_t n = l.numel();
+void copy_strided_typed(const T* src, T* dst, const StridedLayout& layout) {
+  const int64_t n = layout.numel();
+  const StridedLayout l = simplified(layout);
   if (n == 0) return;
   if (l.ndim == 0) {
     dst[0] = src[0];

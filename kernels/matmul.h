@@ -1,6 +1,6 @@
 // Matrix multiplication family, row-major: C = alpha * op(A) op(B) + beta * C, with op(X) = X or
-// X^T. CPU: OpenBLAS (sgemm/dgemm); CUDA: cuBLAS with TF32 disabled. Batched variants take
-// element strides between consecutive matrices.
+// X^T, and the symmetric A^T A. CPU: OpenBLAS (sgemm/dgemm, ssyrk/dsyrk); CUDA: cuBLAS with TF32
+// disabled. Batched variants take element strides between consecutive matrices.
 #pragma once
 #include "kernels/common.h"
 
@@ -16,6 +16,11 @@ struct GemmShape {
 
 template <typename T>
 void gemm_cpu(const GemmShape& g, double alpha, const T* a, const T* b, double beta, T* c);
+
+// The symmetric product C (n x n) = alpha A^T A + beta C of a row-major A (k x n, leading
+// dimension lda) through BLAS ?syrk; both triangles of C are written.
+template <typename T>
+void syrk_cpu(int64_t n, int64_t k, double alpha, const T* a, int64_t lda, double beta, T* c);
 
 void gemm_cuda(const GemmShape& g, double alpha, const float* a, const float* b, double beta,
                float* c, cudaStream_t s);

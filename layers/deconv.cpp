@@ -325,14 +325,18 @@ Tensor ChannelDeconv::forward(const Tensor& x_in) {
   const int64_t s = settings_.sampling_stride;
   // (c, N, H, W) viewed as B rows: row r is the contiguous chunk of c/B channels r.
   Tensor rows = x.slice(1, 0, c).permute({1, 0, 2, 3}).reshape({b, -1});
-  Tensor mu, d;  // (B, 1), (B, B)
+  Tensor mu, d;         // (B, 1), (B, B)
+  Tensor rows_centred;  // rows - mu, when the statistics already made it
   if (is_training()) {
-    Tensor sampled = h >= s && w >= s ? rows.slice(1, 0, rows.shape()[1], s * s) : rows;
+    const bool subsample = h >= s && w >= s;
+    Tensor sampled = subsample ? rows.slice(1, 0, rows.shape()[1], s * s) : rows;
     const int64_t m = sampled.shape()[1];
     // The B x B statistics are small GEMMs over the (sampled) columns; only the
     // Newton-Schulz step differs between the paths.
     mu = ops::mean(sampled, {1}, /*keepdim=*/true);
     Tensor centred = centred_ ? ops::sub(sampled, mu) : sampled;
+    // rows - mu is the centred data itself, unless the mean becomes every rank's below.
+    if (centred_ && !subsample && !comm::sync_statistics()) rows_centred = centred;
     Tensor cov = ops::affine(ops::matmul(centred, centred.transpose(0, 1)), 1.0 / double(m), 0.0);
     Tensor cov3;
     if (comm::sync_statistics()) {
@@ -361,7 +365,8 @@ Tensor ChannelDeconv::forward(const Tensor& x_in) {
     mu = running_mean_->detach().reshape({b, 1});
     d = running_deconv_->detach();
   }
-  Tensor whitened = ops::matmul(d, ops::sub(rows, mu)).reshape({c, n, h, w}).permute({1, 0, 2, 3});
+  if (!rows_centred.defined()) rows_centred = ops::sub(rows, mu);
+  Tensor whitened = ops::matmul(d, rows_centred).reshape({c, n, h, w}).permute({1, 0, 2, 3});
   Tensor out = whitened;
   if (c < c_all) {
     // Leftover channels: one scalar mean and unbiased variance over all of them (this batch).

@@ -1,12 +1,14 @@
 // Shared by the CPU and CUDA tests of the deconvolution covariance (test/cpu/test_deconv_covariance
 // and test/cuda/test_deconv_covariance_cuda): a sampled-covariance case as the layer's arguments,
 // the block rule that turns it into a SampledCovShape, its description for failure messages, the
-// table of shapes both tests run, and small helpers on host vectors. Header-only.
+// table of shapes both tests run, and small helpers on host vectors (random values exact in
+// float, casts, the largest magnitude). Header-only.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -69,6 +71,20 @@ inline const std::vector<CovCase> kCovTableCases = {
     {2, 4, 9, 8, 7, 3, 1, 3, 64, 4},    // depthwise 7x7: nf 49
     {1, 32, 9, 7, 3, 1, 2, 3, 64, 32},  // depthwise, dilation 2, batch 1
 };
+
+// Values that are exact in float, with a nonzero mean so centring matters.
+inline std::vector<double> random_values(int64_t count, uint64_t seed, double lo, double hi) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<double> v(static_cast<size_t>(count));
+  for (double& e : v) e = static_cast<double>(static_cast<float>(dist(gen)));
+  return v;
+}
+
+template <typename T>
+std::vector<T> cast_to(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
 
 template <typename T>
 std::vector<double> to_double(const std::vector<T>& v) {

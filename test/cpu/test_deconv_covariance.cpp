@@ -26,25 +26,13 @@
 namespace {
 
 using nd::kernels::SampledCovShape;
+using nd::test::cast_to;
 using nd::test::CovCase;
 using nd::test::describe;
 using nd::test::make_shape;
 using nd::test::max_abs;
+using nd::test::random_values;
 using nd::test::to_double;
-
-// Values that are exact in float, with a nonzero mean so centring matters.
-std::vector<double> random_values(int64_t count, uint64_t seed, double lo, double hi) {
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<double> dist(lo, hi);
-  std::vector<double> v(static_cast<size_t>(count));
-  for (double& e : v) e = static_cast<double>(static_cast<float>(dist(gen)));
-  return v;
-}
-
-template <typename T>
-std::vector<T> cast_to(const std::vector<double>& v) {
-  return std::vector<T>(v.begin(), v.end());
-}
 
 // Central differences (loss(x0 + h e_i) - loss(x0 - h e_i)) / 2h for every element i of x0.
 template <typename Loss>
