@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd::data {
 

@@ -12,8 +12,8 @@
 #include <set>
 #include <utility>
 
+#include "core/error.h"
 #include "data/image_format.h"
-#include "kernels/error.h"
 
 #if ND_WITH_STB
 #include "stb_image.h"

@@ -13,7 +13,7 @@
 #include <thread>
 #include <utility>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd::data {
 

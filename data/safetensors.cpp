@@ -21,8 +21,8 @@
 #include <tuple>
 #include <vector>
 
+#include "core/constants.h"
 #include "data/atomic_file.h"
-#include "kernels/common.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors I/O copies tensor bytes as they are: it needs a little-endian host");
@@ -419,8 +419,8 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
     const json& shape = info["shape"];
     ND_CHECK(shape.is_array(), tensor, ": shape is a JSON ", shape.type_name(),
              ", not an array of integers");
-    ND_CHECK(shape.size() <= size_t(kernels::kMaxDims), tensor, ": shape ", shape.dump(), " has ",
-             shape.size(), " dimensions, tensors have at most ", kernels::kMaxDims);
+    ND_CHECK(shape.size() <= size_t(kMaxDims), tensor, ": shape ", shape.dump(), " has ",
+             shape.size(), " dimensions, tensors have at most ", kMaxDims);
     uint64_t numel = 1;
     bool overflow = false, zero = false;
     for (const json& d : shape) {

@@ -1,32 +1,12 @@
-// Device and dtype helpers, and the parsing of --device specs.
+// Device helpers and the parsing of --device specs.
 #include "engine/device.h"
 
-#include "kernels/error.h"
+#include "core/error.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
 #endif
 
 namespace nd {
-
-size_t dtype_size(DType t) {
-  return kernels::elem_size(elem_type(t));
-}
-
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "float32";
-    case DType::F64:
-      return "float64";
-    case DType::I32:
-      return "int32";
-    case DType::I64:
-      return "int64";
-    case DType::U8:
-      return "uint8";
-  }
-  return "?";
-}
 
 std::string Device::str() const {
   return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);

@@ -1,22 +1,12 @@
-// Element types and devices of tensors.
+// Devices of tensors (their element types are core/dtype.h).
 #pragma once
 #include <cstdint>
 #include <string>
 
-#include "kernels/elementwise.h"
+#include "core/dtype.h"
+#include "kernels/common.h"
 
 namespace nd {
-
-enum class DType : uint8_t { F32, F64, I32, I64, U8 };
-
-size_t dtype_size(DType t);
-const char* dtype_name(DType t);
-inline kernels::ElemType elem_type(DType t) {
-  return static_cast<kernels::ElemType>(t);
-}
-inline bool is_floating(DType t) {
-  return t == DType::F32 || t == DType::F64;
-}
 
 enum class DeviceType : uint8_t { CPU, CUDA };
 

@@ -41,7 +41,7 @@ Tensor binary_raw(BinaryOp op, const Tensor& a, const Tensor& b) {
   const Shape out_shape = broadcast_shapes(a.shape(), b.shape());
   kernels::BroadcastLayout l;
   l.ndim = int(out_shape.size());
-  ND_CHECK(l.ndim <= kernels::kMaxDims, "too many dimensions");
+  ND_CHECK(l.ndim <= kMaxDims, "too many dimensions");
   for (int i = 0; i < l.ndim; ++i) l.shape[i] = out_shape[i];
   broadcast_strides(a, out_shape, l.stride_a);
   broadcast_strides(b, out_shape, l.stride_b);

@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/safetensors.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
-#include "kernels/error.h"
 #include "layers/batchnorm.h"
 #include "layers/linear.h"
 #include "layers/module.h"
