@@ -20,11 +20,11 @@
 #include "apps/datasets.h"
 #include "apps/distributed.h"
 #include "apps/interrupt.h"
-#include "data/atomic_file.h"
 #include "data/loader.h"
 #include "engine/comm.h"
 #include "engine/cpu_backend.h"
 #include "engine/optim.h"
+#include "io/atomic_file.h"
 #include "nets/summary.h"
 
 namespace nd {
@@ -220,7 +220,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const std::string dir = result.output_dir;
   Generator data_gen(cfg.seed ^ 0x5eed5eed5eedULL);
   TrainingProgress progress;
-  const data::FloatStorage save_dtype = data::parse_float_storage(cfg.save_dtype, "--save-dtype");
+  const io::FloatStorage save_dtype = io::parse_float_storage(cfg.save_dtype, "--save-dtype");
   // A run killed before its first checkpoint has only config.json: it starts again.
   const bool has_checkpoint =
       fs::exists(dir + "/training_state.safetensors") || fs::exists(dir + "/last.safetensors");
@@ -240,15 +240,15 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     if (resuming && has_checkpoint &&
         weights_epoch(dir + "/last.safetensors") != progress.epochs_done)
       save_weights(dir + "/last.safetensors", *net, progress.epochs_done, save_dtype);
-    data::write_file_atomic(dir + "/config.json", to_json(cfg));
+    io::write_file_atomic(dir + "/config.json", to_json(cfg));
     std::string summary = kSummaryHeader;
     for (const auto& s : progress.history) summary += summary_row(s);
-    data::write_file_atomic(dir + "/summary.csv", summary);
+    io::write_file_atomic(dir + "/summary.csv", summary);
     // steps.csv keeps the steps up to the checkpoint (a run stopped mid-epoch wrote more).
     std::string steps = "step,epoch,lr,loss\n";
     if (resuming && fs::exists(dir + "/steps.csv"))
       steps += kept_step_rows(read_file(dir + "/steps.csv"), progress.step);
-    data::write_file_atomic(dir + "/steps.csv", steps);
+    io::write_file_atomic(dir + "/steps.csv", steps);
     steps_csv.open(dir + "/steps.csv", std::ios::app);
     ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
   }

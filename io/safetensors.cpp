@@ -6,7 +6,7 @@
 // nlohmann (a parser callback catches duplicate keys, which nlohmann would merge), checks every
 // entry and that the tensors tile the data section with no hole or overlap, then reads each
 // tensor's bytes straight into a new CPU tensor (half precision through a small buffer, widened).
-#include "data/safetensors.h"
+#include "io/safetensors.h"
 
 #include <sys/stat.h>
 
@@ -22,12 +22,12 @@
 #include <vector>
 
 #include "core/constants.h"
-#include "data/atomic_file.h"
+#include "io/atomic_file.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors I/O copies tensor bytes as they are: it needs a little-endian host");
 
-namespace nd::data {
+namespace nd::io {
 
 namespace {
 
@@ -506,4 +506,4 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
   return out;
 }
 
-}  // namespace nd::data
+}  // namespace nd::io
