@@ -106,8 +106,8 @@ int64_t limited(int64_t size, int64_t limit) {
   return limit > 0 && limit < size ? limit : size;
 }
 
-kernels::LossKind loss_kind_of(const TrainConfig& cfg) {
-  return cfg.loss == "CE" ? kernels::LossKind::CrossEntropy : kernels::LossKind::L2;
+ops::LossKind loss_kind_of(const TrainConfig& cfg) {
+  return cfg.loss == "CE" ? ops::LossKind::CrossEntropy : ops::LossKind::L2;
 }
 
 data::LoaderOptions loader_options(const TrainConfig& cfg) {
@@ -118,7 +118,7 @@ data::LoaderOptions loader_options(const TrainConfig& cfg) {
 }
 
 // `between_batches` runs before each batch (the stop check of a training run).
-EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::LossKind loss_kind,
+EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, ops::LossKind loss_kind,
                     Device device, const std::function<void()>& between_batches = {}) {
   NoGradGuard no_grad;
   net.eval();
@@ -198,7 +198,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
   set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
-  const kernels::LossKind loss_kind = loss_kind_of(cfg);
+  const ops::LossKind loss_kind = loss_kind_of(cfg);
   const bool resuming = !resume_dir.empty();
   const bool write_files = cfg.write_files && comm::is_root();  // rank 0 keeps the run directory
 

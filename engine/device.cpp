@@ -2,6 +2,7 @@
 #include "engine/device.h"
 
 #include "core/error.h"
+#include "kernels/common.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
 #endif
@@ -37,11 +38,16 @@ void synchronize(Device d) {
 }
 
 void set_gpu_math(const GpuMath& m) {
-  kernels::set_gpu_math_mode(m);
+  kernels::GpuMathMode mode;
+  mode.tf32 = m.tf32, mode.deterministic = m.deterministic;
+  kernels::set_gpu_math_mode(mode);
 }
 
 GpuMath gpu_math() {
-  return kernels::gpu_math_mode();
+  const kernels::GpuMathMode mode = kernels::gpu_math_mode();
+  GpuMath m;
+  m.tf32 = mode.tf32, m.deterministic = mode.deterministic;
+  return m;
 }
 
 Device parse_device(const std::string& spec) {

@@ -4,7 +4,6 @@
 #include <string>
 
 #include "core/dtype.h"
-#include "kernels/common.h"
 
 namespace nd {
 
@@ -32,7 +31,10 @@ int cuda_device_count();
 void synchronize(Device d);
 // GPU math of convolutions and GEMMs (kernels/common.h): TF32 tensor cores (--tf32) and
 // deterministic cuDNN algorithms only (--deterministic). Both off by default.
-using GpuMath = kernels::GpuMathMode;
+struct GpuMath {
+  bool tf32 = false;
+  bool deterministic = false;
+};
 void set_gpu_math(const GpuMath& m);
 GpuMath gpu_math();
 // "auto" -> cuda:0 when a device exists, else cpu; "cpu"; "cuda" / "cuda:N". Throws on others.

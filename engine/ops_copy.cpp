@@ -7,6 +7,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "kernels/elementwise.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
 #endif
