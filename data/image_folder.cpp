@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "data/image_format.h"
+#include "data/jpeg_decoder.h"
 
 #if ND_WITH_STB
 #include "stb_image.h"
@@ -142,6 +143,25 @@ RgbImage decode_image_file(const std::string& path) {
            " header claims ", width, "x", height, " pixels (the file is damaged)");
   problem = image_size_problem(*format, bytes.data(), bytes.size(), bytes.size(), width, height);
   ND_CHECK(problem.empty(), "cannot decode image ", path, ": ", problem);
+#if ND_WITH_LIBJPEG
+  if (std::string(format->name) == "JPEG") {  // never stb_image's JPEG decoder (jpeg_decoder.h)
+    RgbImage image;
+    const JpegSizeCheck size_ok = [](int w, int h, const void* ctx) {
+      // libjpeg's header must agree with the one stbi_info read and checked above.
+      const int* checked = static_cast<const int*>(ctx);
+      return w == checked[0] && h == checked[1]
+                 ? std::string()
+                 : "libjpeg reads a " + std::to_string(w) + "x" + std::to_string(h) +
+                       " header where stb_image read " + std::to_string(checked[0]) + "x" +
+                       std::to_string(checked[1]);
+    };
+    const int checked[2] = {width, height};
+    std::string reason;
+    if (!decode_jpeg_rgb(bytes.data(), bytes.size(), size_ok, checked, image, reason))
+      ND_FAIL("cannot decode image ", path, ": ", reason);
+    return image;
+  }
+#endif
   // 3 requested channels: stb_image replicates gray and drops alpha.
   stbi_uc* pixels =
       stbi_load_from_memory(bytes.data(), int(bytes.size()), &width, &height, &channels, 3);

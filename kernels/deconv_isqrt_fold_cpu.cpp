@@ -15,6 +15,7 @@
 // position f / blocks. Both directions gather the rows into (O * blocks, nf) "block rows"
 // (row o * blocks + j holds block j of output o; a copy only when blocks > 1), do per-group
 // GEMMs against D_g, and scatter back.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -128,15 +129,24 @@ void newton_schulz_forward_cpu(int64_t count, int64_t n, int64_t iters, const T*
   for (int64_t i = 0; i < iters; ++i) {
     const T* y = saved + 2 * i * S;
     const T* z = y + S;
-    batched_square_gemm<T>(count, n, false, false, 1.0, z, y, 0.0, t.data());  // P = Z Y
-    make_t(count, n, t.data(), t.data());                                      // T = 1.5I - P/2
+    // Products with Z_0 = I are copies (the GEMM would return them exactly): two of the first
+    // step's three products are skipped.
+    if (i == 0) {
+      make_t(count, n, y, t.data());  // T = 1.5I - Y/2
+    } else {
+      batched_square_gemm<T>(count, n, false, false, 1.0, z, y, 0.0, t.data());  // P = Z Y
+      make_t(count, n, t.data(), t.data());                                      // T = 1.5I - P/2
+    }
     const bool last = i == iters - 1;
     if (!last) {  // Y_{i+1} = Y T (the last step's Y is not needed)
       batched_square_gemm<T>(count, n, false, false, 1.0, y, t.data(), 0.0,
                              saved + 2 * (i + 1) * S);
     }
     T* z_next = last ? d : saved + (2 * (i + 1) + 1) * S;  // Z_{i+1} = T Z
-    batched_square_gemm<T>(count, n, false, false, 1.0, t.data(), z, 0.0, z_next);
+    if (i == 0)
+      std::copy(t.begin(), t.end(), z_next);
+    else
+      batched_square_gemm<T>(count, n, false, false, 1.0, t.data(), z, 0.0, z_next);
   }
   for (int64_t m = 0; m < count; ++m) {
     const T root = std::sqrt(norm[m]);
@@ -163,11 +173,19 @@ void newton_schulz_backward_cpu(int64_t count, int64_t n, int64_t iters, const T
     for (int64_t i = iters - 1; i >= 0; --i) {
       const T* y = saved + 2 * i * S;
       const T* z = y + S;
-      batched_square_gemm<T>(count, n, false, false, 1.0, z, y, 0.0, t.data());
-      make_t(count, n, t.data(), t.data());
+      // As in the forward pass, products with Z_0 = I (i == 0) are copies.
+      if (i == 0) {
+        make_t(count, n, y, t.data());
+      } else {
+        batched_square_gemm<T>(count, n, false, false, 1.0, z, y, 0.0, t.data());
+        make_t(count, n, t.data(), t.data());
+      }
       if (i == iters - 1) {
         // Z_n = T Z_{n-1} (into dz2 as a temporary); dZ_n = dD / sqrt(a).
-        batched_square_gemm<T>(count, n, false, false, 1.0, t.data(), z, 0.0, dz2.data());
+        if (i == 0)
+          std::copy(t.begin(), t.end(), dz2.begin());
+        else
+          batched_square_gemm<T>(count, n, false, false, 1.0, t.data(), z, 0.0, dz2.data());
         for (int64_t m = 0; m < count; ++m) {
           const T root = std::sqrt(norm[m]);
           double acc = 0.0;
@@ -179,10 +197,16 @@ void newton_schulz_backward_cpu(int64_t count, int64_t n, int64_t iters, const T
         }
       }
       // dT = Y^T dY' + dZ' Z^T
-      batched_square_gemm<T>(count, n, false, true, 1.0, dz.data(), z, 0.0, dt.data());
+      if (i == 0)
+        std::copy(dz.begin(), dz.end(), dt.begin());
+      else
+        batched_square_gemm<T>(count, n, false, true, 1.0, dz.data(), z, 0.0, dt.data());
       if (has_dy) batched_square_gemm<T>(count, n, true, false, 1.0, y, dy.data(), 1.0, dt.data());
       // dY = dY' T^T - 0.5 Z^T dT
-      batched_square_gemm<T>(count, n, true, false, -0.5, z, dt.data(), 0.0, dy2.data());
+      if (i == 0)
+        for (size_t e = 0; e < dt.size(); ++e) dy2[e] = T(-0.5) * dt[e];
+      else
+        batched_square_gemm<T>(count, n, true, false, -0.5, z, dt.data(), 0.0, dy2.data());
       if (has_dy)
         batched_square_gemm<T>(count, n, false, true, 1.0, dy.data(), t.data(), 1.0, dy2.data());
       // dZ = T^T dZ' - 0.5 dT Y^T (Z_0 = I is a constant: not needed for i == 0)

@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(cmake g++ make catch2 libopenblas-dev zlib1g-dev libcli11-dev nlohmann-json3-dev
           libstb-dev dataset-fashion-mnist python3-skimage python3-matplotlib)
 packages+=(openmpi-bin libopenmpi-dev)  # data-parallel training and its tests (docs/distributed.md)
+packages+=(libjpeg62-turbo-dev)  # JPEG decoding safe on corrupt files (data/jpeg_decoder.h)
 packages+=(libdnnl-dev libopenblas-openmp-dev)  # CPU convolutions on oneDNN, one OpenMP pool with BLAS
 missing=()
 for p in "${packages[@]}"; do

@@ -494,6 +494,19 @@ TEST_CASE("Image files of every format decode to RGB", "[data]") {
   REQUIRE(jpg.pixels.size() == smooth.pixels.size());
   for (size_t i = 0; i < jpg.pixels.size(); ++i)
     CHECK(std::abs(int(jpg.pixels[i]) - int(smooth.pixels[i])) <= 6);
+
+  // A one-channel JPEG comes back as grey RGB (equal channels, close to the original).
+  Bytes gray_smooth(16 * 24);
+  for (int64_t y = 0; y < 16; ++y)
+    for (int64_t x = 0; x < 24; ++x) gray_smooth[size_t(y * 24 + x)] = uint8_t(50 + 3 * x + 2 * y);
+  REQUIRE(stbi_write_jpg(dir.file("g.jpg").c_str(), 24, 16, 1, gray_smooth.data(), 95) != 0);
+  const RgbImage gjpg = nd::data::decode_image_file(dir.file("g.jpg"));
+  REQUIRE(gjpg.pixels.size() == size_t(16 * 24 * 3));
+  for (size_t i = 0; i < gray_smooth.size(); ++i) {
+    CHECK(gjpg.pixels[3 * i] == gjpg.pixels[3 * i + 1]);
+    CHECK(gjpg.pixels[3 * i] == gjpg.pixels[3 * i + 2]);
+    CHECK(std::abs(int(gjpg.pixels[3 * i]) - int(gray_smooth[i])) <= 6);
+  }
 }
 
 TEST_CASE("Broken image files give errors naming the file", "[data]") {
