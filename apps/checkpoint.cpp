@@ -129,19 +129,19 @@ void load_into(Module& net, const std::map<std::string, Tensor>& tensors, const 
 }  // namespace
 
 void save_weights(const std::string& path, const Module& net, int64_t epoch,
-                  data::FloatStorage floats) {
-  data::save_safetensors(path, net.state_dict(), {{"epoch", std::to_string(epoch)}}, floats);
+                  io::FloatStorage floats) {
+  io::save_safetensors(path, net.state_dict(), {{"epoch", std::to_string(epoch)}}, floats);
 }
 
 void load_weights(const std::string& path, Module& net) {
   ND_CHECK(std::filesystem::exists(path), "weights file ", path, " does not exist");
-  load_into(net, data::load_safetensors(path), path);
+  load_into(net, io::load_safetensors(path), path);
 }
 
 int64_t weights_epoch(const std::string& path) {
   try {
     std::map<std::string, std::string> meta;
-    data::load_safetensors(path, &meta);
+    io::load_safetensors(path, &meta);
     return meta_int(meta, "epoch", path);
   } catch (const Error&) {
     return -1;
@@ -149,7 +149,7 @@ int64_t weights_epoch(const std::string& path) {
 }
 
 void save_training_checkpoint(const std::string& dir, const Module& net, const Optimizer& opt,
-                              const TrainingProgress& progress, data::FloatStorage floats) {
+                              const TrainingProgress& progress, io::FloatStorage floats) {
   std::map<std::string, Tensor> state;
   for (const auto& [name, t] : net.state_dict()) state[kModelPrefix + name] = t;
   const auto params = net.named_parameters();
@@ -163,14 +163,14 @@ void save_training_checkpoint(const std::string& dir, const Module& net, const O
   }
   std::string rng;
   for (uint64_t w : progress.data_rng) rng += (rng.empty() ? "" : " ") + std::to_string(w);
-  data::save_safetensors(dir + "/training_state.safetensors", state,
-                         {{"format", kStateFormat},
-                          {"epoch", std::to_string(progress.epochs_done)},
-                          {"step", std::to_string(progress.step)},
-                          {"optimizer_steps", std::to_string(opt.steps())},
-                          {"best_top1", exact(progress.best_top1)},
-                          {"data_rng", rng},
-                          {"history", history_json(progress.history).dump()}});
+  io::save_safetensors(dir + "/training_state.safetensors", state,
+                       {{"format", kStateFormat},
+                        {"epoch", std::to_string(progress.epochs_done)},
+                        {"step", std::to_string(progress.step)},
+                        {"optimizer_steps", std::to_string(opt.steps())},
+                        {"best_top1", exact(progress.best_top1)},
+                        {"data_rng", rng},
+                        {"history", history_json(progress.history).dump()}});
   save_weights(dir + "/last.safetensors", net, progress.epochs_done, floats);
 }
 
@@ -181,7 +181,7 @@ void load_training_checkpoint(const std::string& dir, Module& net, Optimizer& op
   ND_CHECK(std::filesystem::exists(state_path), "cannot resume: ", state_path,
            " does not exist (was the run started with --output ", dir, "?)");
   std::map<std::string, std::string> smeta;
-  auto st = data::load_safetensors(state_path, &smeta);
+  auto st = io::load_safetensors(state_path, &smeta);
   const std::string& format = require_meta(smeta, "format", state_path);
   ND_CHECK(format == kStateFormat || format == kStateFormatWithoutModel, state_path,
            " has an unknown format '", format, "'");
@@ -195,7 +195,7 @@ void load_training_checkpoint(const std::string& dir, Module& net, Optimizer& op
   } else {
     std::map<std::string, std::string> wmeta;
     ND_CHECK(std::filesystem::exists(weights), "cannot resume: ", weights, " does not exist");
-    auto wt = data::load_safetensors(weights, &wmeta);
+    auto wt = io::load_safetensors(weights, &wmeta);
     const int64_t weights_epoch = meta_int(wmeta, "epoch", weights);
     ND_CHECK(weights_epoch == epoch, "cannot resume: ", weights, " is from epoch ", weights_epoch,
              " but ", state_path, " from epoch ", epoch,

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "data/safetensors.h"
 #include "engine/optim.h"
+#include "io/safetensors.h"
 #include "layers/module.h"
 
 namespace nd {
@@ -37,7 +37,7 @@ struct TrainingProgress {
 // Weights only: every parameter and buffer, with `epoch` in the metadata; float32 tensors stored
 // as `floats` (F16 and BF16 round to nearest even).
 void save_weights(const std::string& path, const Module& net, int64_t epoch,
-                  data::FloatStorage floats = data::FloatStorage::F32);
+                  io::FloatStorage floats = io::FloatStorage::F32);
 // Loads weights saved by us or exported from PyTorch under the same names (F16 and BF16 widened to
 // float32); errors name the file and the tensor (missing, unexpected, wrong shape).
 void load_weights(const std::string& path, Module& net);
@@ -47,7 +47,7 @@ int64_t weights_epoch(const std::string& path);
 // Writes DIR/training_state.safetensors, then DIR/last.safetensors (as `floats`).
 void save_training_checkpoint(const std::string& dir, const Module& net, const Optimizer& opt,
                               const TrainingProgress& progress,
-                              data::FloatStorage floats = data::FloatStorage::F32);
+                              io::FloatStorage floats = io::FloatStorage::F32);
 // Restores net, opt and progress from DIR (built with the same configuration).
 void load_training_checkpoint(const std::string& dir, Module& net, Optimizer& opt,
                               TrainingProgress& progress);

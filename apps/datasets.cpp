@@ -2,6 +2,7 @@
 #include "apps/datasets.h"
 
 #include "data/cifar.h"
+#include "data/fashion_mnist.h"
 #include "data/image_folder.h"
 #include "data/transforms.h"
 

@@ -2,8 +2,8 @@
 #include "apps/infer.h"
 
 #include "apps/checkpoint.h"
-#include "data/safetensors.h"
 #include "engine/autograd.h"
+#include "io/safetensors.h"
 #include "layers/dropout.h"
 
 namespace nd {
@@ -15,7 +15,7 @@ void set_dropout_off(Module& net) {
 
 Tensor run_inference(const InferConfig& cfg) {
   const Device device = parse_device(cfg.device);
-  auto inputs = data::load_safetensors(cfg.input);
+  auto inputs = io::load_safetensors(cfg.input);
   auto it = inputs.find("input");
   if (it == inputs.end()) {
     std::string names;
@@ -45,7 +45,7 @@ Tensor run_inference(const InferConfig& cfg) {
   set_dropout_off(*net);
   NoGradGuard no_grad;
   Tensor logits = (*net)(x.to(device)).to(Device::cpu());
-  data::save_safetensors(cfg.output, {{"logits", logits}});
+  io::save_safetensors(cfg.output, {{"logits", logits}});
   return logits;
 }
 

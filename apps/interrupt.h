@@ -6,7 +6,7 @@
 #pragma once
 #include <string>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd {
 

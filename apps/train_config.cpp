@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <type_traits>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd {
 

@@ -20,11 +20,11 @@
 #include "apps/datasets.h"
 #include "apps/distributed.h"
 #include "apps/interrupt.h"
-#include "data/atomic_file.h"
 #include "data/loader.h"
 #include "engine/comm.h"
 #include "engine/cpu_backend.h"
 #include "engine/optim.h"
+#include "io/atomic_file.h"
 #include "nets/summary.h"
 
 namespace nd {
@@ -106,8 +106,8 @@ int64_t limited(int64_t size, int64_t limit) {
   return limit > 0 && limit < size ? limit : size;
 }
 
-kernels::LossKind loss_kind_of(const TrainConfig& cfg) {
-  return cfg.loss == "CE" ? kernels::LossKind::CrossEntropy : kernels::LossKind::L2;
+ops::LossKind loss_kind_of(const TrainConfig& cfg) {
+  return cfg.loss == "CE" ? ops::LossKind::CrossEntropy : ops::LossKind::L2;
 }
 
 data::LoaderOptions loader_options(const TrainConfig& cfg) {
@@ -118,7 +118,7 @@ data::LoaderOptions loader_options(const TrainConfig& cfg) {
 }
 
 // `between_batches` runs before each batch (the stop check of a training run).
-EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, kernels::LossKind loss_kind,
+EvalResult evaluate(Module& net, data::Loader& loader, int64_t count, ops::LossKind loss_kind,
                     Device device, const std::function<void()>& between_batches = {}) {
   NoGradGuard no_grad;
   net.eval();
@@ -198,7 +198,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
   set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
-  const kernels::LossKind loss_kind = loss_kind_of(cfg);
+  const ops::LossKind loss_kind = loss_kind_of(cfg);
   const bool resuming = !resume_dir.empty();
   const bool write_files = cfg.write_files && comm::is_root();  // rank 0 keeps the run directory
 
@@ -220,7 +220,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const std::string dir = result.output_dir;
   Generator data_gen(cfg.seed ^ 0x5eed5eed5eedULL);
   TrainingProgress progress;
-  const data::FloatStorage save_dtype = data::parse_float_storage(cfg.save_dtype, "--save-dtype");
+  const io::FloatStorage save_dtype = io::parse_float_storage(cfg.save_dtype, "--save-dtype");
   // A run killed before its first checkpoint has only config.json: it starts again.
   const bool has_checkpoint =
       fs::exists(dir + "/training_state.safetensors") || fs::exists(dir + "/last.safetensors");
@@ -240,15 +240,15 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     if (resuming && has_checkpoint &&
         weights_epoch(dir + "/last.safetensors") != progress.epochs_done)
       save_weights(dir + "/last.safetensors", *net, progress.epochs_done, save_dtype);
-    data::write_file_atomic(dir + "/config.json", to_json(cfg));
+    io::write_file_atomic(dir + "/config.json", to_json(cfg));
     std::string summary = kSummaryHeader;
     for (const auto& s : progress.history) summary += summary_row(s);
-    data::write_file_atomic(dir + "/summary.csv", summary);
+    io::write_file_atomic(dir + "/summary.csv", summary);
     // steps.csv keeps the steps up to the checkpoint (a run stopped mid-epoch wrote more).
     std::string steps = "step,epoch,lr,loss\n";
     if (resuming && fs::exists(dir + "/steps.csv"))
       steps += kept_step_rows(read_file(dir + "/steps.csv"), progress.step);
-    data::write_file_atomic(dir + "/steps.csv", steps);
+    io::write_file_atomic(dir + "/steps.csv", steps);
     steps_csv.open(dir + "/steps.csv", std::ios::app);
     ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
   }

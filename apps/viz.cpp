@@ -29,12 +29,11 @@ PatchWhitening whiten_patches(const Tensor& x, int64_t kernel, int64_t iters, do
   check_signal(x, kernel, "whiten_patches");
   ND_CHECK(iters >= 1, "whiten_patches: at least one Newton-Schulz step, got ", iters);
   NoGradGuard no_grad;
-  kernels::SampledCovShape s;
-  s.n = x.size(0), s.c = x.size(1), s.h = x.size(2), s.w = x.size(3);
-  s.k = kernel, s.pad = 0, s.dil = 1, s.stride = 1;
-  s.block = s.c, s.groups = 1;  // the whole patch is one block
+  ops::PatchSampling s;
+  s.kernel = kernel, s.padding = 0, s.dilation = 1, s.stride = 1;
+  s.block = x.size(1), s.groups = 1;  // the whole patch is one block
   PatchWhitening w;
-  w.channels = s.c, w.kernel = kernel, w.patches = s.rows();
+  w.channels = x.size(1), w.kernel = kernel, w.patches = ops::sampled_count(x.shape(), s).rows;
   ND_CHECK(w.patches > w.nf(), "whiten_patches: ", w.patches, " patches cannot give a full-rank ",
            w.nf(), "x", w.nf(), " covariance; use larger images or a smaller kernel");
   auto [mean, cov] = ops::sampled_covariance(x.contiguous(), s, eps);
@@ -125,8 +124,8 @@ DeconvKernels deconvolution_kernels(const PatchWhitening& w) {
   const int64_t c = w.channels, k = w.kernel, nf = w.nf();
   std::vector<float> delta(size_t(c * nf), 0.0f);  // (C, C*k*k): output o copies its centre tap
   for (int64_t o = 0; o < c; ++o) delta[size_t(o * nf + o * k * k + centre_tap(k))] = 1.0f;
-  kernels::FoldShape fs;
-  fs.o = c, fs.nf = nf, fs.blocks = 1, fs.groups = 1;
+  ops::FoldLayout fs;
+  fs.outputs = c, fs.features = nf, fs.blocks = 1, fs.groups = 1;
   auto [weight, bias] = ops::fold(Tensor::from_vector(delta, {c, nf}), Tensor(),
                                   w.deconv.reshape({1, nf, nf}), w.mean.reshape({1, nf}), fs);
   return {weight.reshape({c, c, k, k}), bias};

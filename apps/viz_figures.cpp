@@ -12,11 +12,11 @@
 
 #include "apps/checkpoint.h"
 #include "apps/train_config.h"
-#include "data/atomic_file.h"
 #include "data/image_folder.h"
 #include "data/image_transforms.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
+#include "io/atomic_file.h"
 
 #if ND_WITH_STB
 #include "stb_image_write.h"
@@ -83,7 +83,7 @@ void write_matrix_csv(const std::string& path, const Tensor& m) {
     for (int64_t j = 0; j < cols; ++j) text += (j ? "," : "") + number(v[size_t(i * cols + j)]);
     text += "\n";
   }
-  data::write_file_atomic(path, text);
+  io::write_file_atomic(path, text);
 }
 
 // 8-bit pixels (height, width, channels) as a PNG.
@@ -195,7 +195,7 @@ std::vector<std::string> write_fig2(const std::string& dir, const DeconvKernels&
       for (int64_t t = 0; t < taps; ++t)
         csv += std::to_string(o) + "," + std::to_string(i) + "," + std::to_string(t / k) + "," +
                std::to_string(t % k) + "," + number(w[size_t((o * c + i) * taps + t)]) + "\n";
-  data::write_file_atomic(dir + "/fig2_kernels.csv", csv);
+  io::write_file_atomic(dir + "/fig2_kernels.csv", csv);
 
   const int64_t rows = std::min(c, kMaxKernelTiles), inputs = std::min(c, kMaxKernelTiles);
   const bool colour = c == 3;
@@ -253,7 +253,7 @@ std::vector<std::string> write_fig5(const std::string& dir, const std::vector<do
   std::string csv = "value,density_before,density_after\n";
   for (size_t i = 0; i < a.centres.size(); ++i)
     csv += number(a.centres[i]) + "," + number(a.density[i]) + "," + number(b.density[i]) + "\n";
-  data::write_file_atomic(dir + "/fig5_histogram.csv", csv);
+  io::write_file_atomic(dir + "/fig5_histogram.csv", csv);
   return {"fig5_histogram.csv"};
 }
 
@@ -452,7 +452,7 @@ VizResult make_figures(const VizConfig& cfg, std::ostream& log) {
     << "\noffdiag_mean_after," << r.after.mean_abs << "\nkernel_centre_min," << r.centre_min
     << "\nkernel_surround_max," << r.surround_max << "\nkurtosis_before," << r.kurtosis_before
     << "\nkurtosis_after," << r.kurtosis_after << "\n";
-  data::write_file_atomic(dir + "/summary.csv", s.str());
+  io::write_file_atomic(dir + "/summary.csv", s.str());
   log << std::setprecision(4) << "nd-viz: patch correlation off the diagonal, max |r| "
       << r.before.max_abs << " -> " << r.after.max_abs << ", mean |r| " << r.before.mean_abs
       << " -> " << r.after.mean_abs << "; kurtosis " << r.kurtosis_before << " -> "

@@ -85,17 +85,19 @@ struct LayerShape {
   }
   int64_t nf() const { return k * k * resolved_block(); }
   int64_t out_hw() const { return (hw + 2 * pad - k) / stride + 1; }
-  kernels::SampledCovShape cov(int64_t n) const {
-    kernels::SampledCovShape s;
-    s.n = n, s.c = c, s.h = hw, s.w = hw;
-    s.k = k, s.pad = pad, s.dil = 1;
+  ops::PatchSampling sampling() const {
+    ops::PatchSampling s;
+    s.kernel = k, s.padding = pad, s.dilation = 1;
     s.stride = kSampling * stride;
     s.block = resolved_block(), s.groups = 1;
     return s;
   }
-  kernels::FoldShape fold() const {
-    kernels::FoldShape f;
-    f.o = o, f.nf = nf(), f.blocks = c / resolved_block(), f.groups = 1;
+  int64_t cov_rows(int64_t n) const {  // R of the sampled covariance of a batch of n
+    return ops::sampled_count({n, c, hw, hw}, sampling()).rows;
+  }
+  ops::FoldLayout fold() const {
+    ops::FoldLayout f;
+    f.outputs = o, f.features = nf(), f.blocks = c / resolved_block(), f.groups = 1;
     return f;
   }
   ops::Conv2dParams conv() const {
@@ -110,18 +112,19 @@ struct LayerShape {
 // The sampled covariance from primitive ops: explicit im2col at the sampling stride (or the
 // strided NHWC rows for k == 1), the interleaved (R, nf) matrix, centring, one GEMM Xc^T Xc.
 // eps_eye (nf, nf) = eps I is an input so that building it is not timed.
-std::pair<Tensor, Tensor> covariance_composite(const Tensor& x, const kernels::SampledCovShape& s,
+std::pair<Tensor, Tensor> covariance_composite(const Tensor& x, const ops::PatchSampling& s,
                                                const Tensor& eps_eye) {
+  const int64_t c = x.shape()[1], k = s.kernel;
   Tensor rows;  // (positions, C*k*k), column f = c*k*k + ky*k + kx
-  if (s.k == 1) {
-    Tensor nhwc = x.permute({0, 2, 3, 1}).reshape({-1, s.c});
+  if (k == 1) {
+    Tensor nhwc = x.permute({0, 2, 3, 1}).reshape({-1, c});
     rows = nhwc.slice(0, 0, nhwc.shape()[0], s.stride * s.stride);
   } else {
     ops::Conv2dParams p;
-    p.stride = s.stride, p.padding = s.pad, p.dilation = s.dil;
-    rows = ops::im2col(x, s.k, s.k, p).permute({0, 2, 1}).reshape({-1, s.c * s.k * s.k});
+    p.stride = s.stride, p.padding = s.padding, p.dilation = s.dilation;
+    rows = ops::im2col(x, k, k, p).permute({0, 2, 1}).reshape({-1, c * k * k});
   }
-  const int64_t nf = s.nf(), blocks = s.c / s.block;
+  const int64_t nf = k * k * s.block, blocks = c / s.block;
   // Sub-row j of a patch holds the columns f with f % blocks == j.
   Tensor xs = rows.reshape({rows.shape()[0], nf, blocks}).transpose(1, 2).reshape({-1, nf});
   Tensor mu = ops::mean(xs, {0}, /*keepdim=*/true);  // (1, nf)
@@ -133,11 +136,12 @@ std::pair<Tensor, Tensor> covariance_composite(const Tensor& x, const kernels::S
 // The folding from primitive ops (groups == 1): block rows (O * blocks, nf) times D, the bias
 // correction as a matrix-vector product, and the scatter back.
 std::pair<Tensor, Tensor> fold_composite(const Tensor& w, const Tensor& b, const Tensor& d,
-                                         const Tensor& mu, const kernels::FoldShape& s) {
-  Tensor wb = w.reshape({s.o, s.nf, s.blocks}).transpose(1, 2).reshape({-1, s.nf});
-  Tensor wf = ops::matmul(wb, d.reshape({s.nf, s.nf}));  // (O * blocks, nf)
-  Tensor corr = ops::sum(ops::matmul(wf, mu.reshape({s.nf, 1})).reshape({s.o, s.blocks}), {1});
-  Tensor w_out = wf.reshape({s.o, s.blocks, s.nf}).transpose(1, 2).reshape(w.shape());
+                                         const Tensor& mu, const ops::FoldLayout& s) {
+  const int64_t o = s.outputs, nf = s.features;
+  Tensor wb = w.reshape({o, nf, s.blocks}).transpose(1, 2).reshape({-1, nf});
+  Tensor wf = ops::matmul(wb, d.reshape({nf, nf}));  // (O * blocks, nf)
+  Tensor corr = ops::sum(ops::matmul(wf, mu.reshape({nf, 1})).reshape({o, s.blocks}), {1});
+  Tensor w_out = wf.reshape({o, s.blocks, nf}).transpose(1, 2).reshape(w.shape());
   return {w_out, ops::sub(b, corr)};
 }
 
@@ -221,13 +225,12 @@ void add_covariance_cases(std::vector<Case>& cases, const std::vector<LayerShape
                           int64_t batch, int64_t check_batch, bool cuda) {
   const char* vendor = cuda ? "cuBLAS im2col+GEMM" : "OpenBLAS im2col+GEMM";
   for (const LayerShape& ls : layers) {
-    const kernels::SampledCovShape st = ls.cov(batch);
-    const int64_t nf = ls.nf();
-    const double fwd_flops = 2.0 * double(st.rows()) * nf * nf;
+    const int64_t nf = ls.nf(), rows = ls.cov_rows(batch);
+    const double fwd_flops = 2.0 * double(rows) * nf * nf;
     const std::string shape =
         "N" + std::to_string(batch) + " " + dims({ls.c, ls.hw, ls.hw}) + " k" +
-        std::to_string(ls.k) + " s" + std::to_string(st.stride) + " nf" + std::to_string(nf) +
-        " R" + std::to_string(st.rows()) +
+        std::to_string(ls.k) + " s" + std::to_string(ls.sampling().stride) + " nf" +
+        std::to_string(nf) + " R" + std::to_string(rows) +
         (batch != check_batch ? " (chk N" + std::to_string(check_batch) + ")" : "");
     // x, r (1, nf, nf), r2 (1, nf), eps I (nf, nf)
     auto inputs = [ls, batch, check_batch, nf](Generator& g, bool check) {
@@ -240,12 +243,12 @@ void add_covariance_cases(std::vector<Case>& cases, const std::vector<LayerShape
     Case fwd = new_case(tag + ".fwd", shape, fwd_flops, inputs);
     fwd.check_is_timed = batch == check_batch;
     fwd.run = [ls](const Tensors& in) {
-      auto [mean, cov] = ops::sampled_covariance(in[0], ls.cov(in[0].shape()[0]), kEps);
+      auto [mean, cov] = ops::sampled_covariance(in[0], ls.sampling(), kEps);
       return Tensors{mean, cov};
     };
     fwd.baseline_name = vendor;
     fwd.baseline = [ls](const Tensors& in) {
-      auto [mean, cov] = covariance_composite(in[0], ls.cov(in[0].shape()[0]), in[3]);
+      auto [mean, cov] = covariance_composite(in[0], ls.sampling(), in[3]);
       return Tensors{mean, cov};
     };
     fwd.baseline_checked = true;
@@ -256,13 +259,13 @@ void add_covariance_cases(std::vector<Case>& cases, const std::vector<LayerShape
     both.flops = 2 * fwd_flops;  // the backward is one GEMM of the forward's size
     both.run = [ls](const Tensors& in) {
       Tensor x = leaf(in[0]);
-      auto [mean, cov] = ops::sampled_covariance(x, ls.cov(x.shape()[0]), kEps);
+      auto [mean, cov] = ops::sampled_covariance(x, ls.sampling(), kEps);
       backward_seeded(cov, in[1], mean, in[2]);
       return Tensors{mean.detach(), cov.detach(), x.grad()};
     };
     both.baseline = [ls](const Tensors& in) {
       Tensor x = leaf(in[0]);
-      auto [mean, cov] = covariance_composite(x, ls.cov(x.shape()[0]), in[3]);
+      auto [mean, cov] = covariance_composite(x, ls.sampling(), in[3]);
       backward_seeded(cov, in[1], mean, in[2]);
       return Tensors{mean.detach(), cov.detach(), x.grad()};
     };
@@ -331,19 +334,20 @@ void add_newton_schulz_cases(std::vector<Case>& cases, bool quick, Device dev) {
 void add_fold_cases(std::vector<Case>& cases, const std::vector<LayerShape>& layers, bool cuda) {
   const char* vendor = cuda ? "cuBLAS composite" : "OpenBLAS composite";
   for (const LayerShape& ls : layers) {
-    const kernels::FoldShape fs = ls.fold();
-    const double fwd_flops = 2.0 * fs.o * fs.blocks * double(fs.nf) * fs.nf;
-    const std::string shape = "O" + std::to_string(fs.o) + " C" + std::to_string(ls.c) + " nf" +
-                              std::to_string(fs.nf) + " blocks " + std::to_string(fs.blocks);
+    const ops::FoldLayout fs = ls.fold();
+    const double fwd_flops = 2.0 * fs.outputs * fs.blocks * double(fs.features) * fs.features;
+    const std::string shape = "O" + std::to_string(fs.outputs) + " C" + std::to_string(ls.c) +
+                              " nf" + std::to_string(fs.features) + " blocks " +
+                              std::to_string(fs.blocks);
     // w (O, C, k, k), bias (O), D (1, nf, nf), mu (1, nf), r_w (O, C, k, k), r_b (O)
     auto inputs = [ls, fs](Generator& g, bool) {
       const Shape ws{ls.o, ls.c, ls.k, ls.k};
       return Tensors{uniform(ws, g, -0.1, 0.1),
-                     uniform({fs.o}, g, -0.1, 0.1),
-                     uniform({1, fs.nf, fs.nf}, g),
-                     uniform({1, fs.nf}, g),
+                     uniform({fs.outputs}, g, -0.1, 0.1),
+                     uniform({1, fs.features, fs.features}, g),
+                     uniform({1, fs.features}, g),
                      uniform(ws, g),
-                     uniform({fs.o}, g)};
+                     uniform({fs.outputs}, g)};
     };
     const std::string tag = "fold." + ls.tag;
     Case fwd = new_case(tag + ".fwd", shape, fwd_flops, inputs);
@@ -402,13 +406,12 @@ void add_layer_cases(std::vector<Case>& cases, const std::vector<LayerShape>& la
     conv->to(dev);
     bn->to(dev);
 
-    const kernels::SampledCovShape st = ls.cov(batch);
-    const kernels::FoldShape fs = ls.fold();
+    const ops::FoldLayout fs = ls.fold();
     const int64_t ho = ls.out_hw(), nf = ls.nf();
     const double conv_flops = 2.0 * batch * ls.o * ho * ho * ls.c * ls.k * ls.k;
-    const double flops = 3 * conv_flops + 2 * (2.0 * double(st.rows()) * nf * nf) +
+    const double flops = 3 * conv_flops + 2 * (2.0 * double(ls.cov_rows(batch)) * nf * nf) +
                          3 * (6.0 * kIters * double(nf) * nf * nf) +
-                         3 * (2.0 * fs.o * fs.blocks * double(nf) * nf);
+                         3 * (2.0 * fs.outputs * fs.blocks * double(nf) * nf);
     Case c;
     c.name = "layer." + ls.tag + ".fwd+bwd";
     c.shape = "N" + std::to_string(batch) + " " + dims({ls.c, ls.hw, ls.hw}) + " -> " +
@@ -434,7 +437,7 @@ void add_layer_cases(std::vector<Case>& cases, const std::vector<LayerShape>& la
     c.reference = [ls, fs, w_host, b_host](const Tensors& in) {
       Tensor x = leaf(in[0]);
       Tensor w = leaf(w_host.to(x.dtype())), b = leaf(b_host.to(x.dtype()));
-      auto [mu, cov] = ops::sampled_covariance(x, ls.cov(x.shape()[0]), kEps);
+      auto [mu, cov] = ops::sampled_covariance(x, ls.sampling(), kEps);
       Tensor d = ops::newton_schulz(cov, kIters);
       auto [wf, bf] = ops::fold(w, b, d, mu, fs);
       Tensor y = ops::conv2d(x, wf.reshape(w.shape()), bf, ls.conv());

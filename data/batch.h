@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "data/fashion_mnist.h"
+#include "data/image_class_set.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 

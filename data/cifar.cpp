@@ -12,7 +12,7 @@
 #include <system_error>
 #include <vector>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd::data {
 

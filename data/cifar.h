@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "data/fashion_mnist.h"
+#include "data/image_class_set.h"
 
 namespace nd::data {
 

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/error.h"
 #include "data/batch.h"
 #include "data/transforms.h"
-#include "kernels/error.h"
 
 namespace nd::data {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "data/fashion_mnist.h"
+#include "data/image_class_set.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "core/error.h"
 #include "data/idx.h"
-#include "kernels/error.h"
 
 namespace nd::data {
 

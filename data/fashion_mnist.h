@@ -4,20 +4,10 @@
 #pragma once
 #include <cstdint>
 #include <string>
-#include <vector>
+
+#include "data/image_class_set.h"
 
 namespace nd::data {
-
-// A labelled image classification set held as plain buffers (conversion to tensors is elsewhere).
-struct ImageClassSet {
-  int64_t count = 0;
-  int64_t channels = 0;
-  int64_t height = 0;
-  int64_t width = 0;
-  std::vector<uint8_t> pixels;  // (count, channels, height, width), row-major, 0..255
-  std::vector<int64_t> labels;  // (count), each in 0..num_classes-1
-  int64_t num_classes = 0;
-};
 
 // Reads the train (60000 images) or t10k (10000 images) split from dir, taking
 // <name>.gz when present and <name> otherwise. Checks that the images are 3-D uint8 of 28x28, the

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd::data {
 

@@ -12,9 +12,9 @@
 #include <set>
 #include <utility>
 
+#include "core/error.h"
 #include "data/image_format.h"
 #include "data/jpeg_decoder.h"
-#include "kernels/error.h"
 
 #if ND_WITH_STB
 #include "stb_image.h"

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd::data {
 

@@ -13,18 +13,12 @@
 #include <thread>
 #include <utility>
 
-#include "kernels/error.h"
+#include "core/error.h"
+#include "engine/random.h"
 
 namespace nd::data {
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 struct Epoch {
   std::vector<int64_t> order;

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd::data {
 

@@ -5,9 +5,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/error.h"
 #include "kernels/conv.h"
 #include "kernels/cpu_threads.h"
-#include "kernels/error.h"
 
 namespace nd {
 

@@ -1,32 +1,13 @@
-// Device and dtype helpers, and the parsing of --device specs.
+// Device helpers and the parsing of --device specs.
 #include "engine/device.h"
 
-#include "kernels/error.h"
+#include "core/error.h"
+#include "kernels/common.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
 #endif
 
 namespace nd {
-
-size_t dtype_size(DType t) {
-  return kernels::elem_size(elem_type(t));
-}
-
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "float32";
-    case DType::F64:
-      return "float64";
-    case DType::I32:
-      return "int32";
-    case DType::I64:
-      return "int64";
-    case DType::U8:
-      return "uint8";
-  }
-  return "?";
-}
 
 std::string Device::str() const {
   return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);
@@ -57,11 +38,16 @@ void synchronize(Device d) {
 }
 
 void set_gpu_math(const GpuMath& m) {
-  kernels::set_gpu_math_mode(m);
+  kernels::GpuMathMode mode;
+  mode.tf32 = m.tf32, mode.deterministic = m.deterministic;
+  kernels::set_gpu_math_mode(mode);
 }
 
 GpuMath gpu_math() {
-  return kernels::gpu_math_mode();
+  const kernels::GpuMathMode mode = kernels::gpu_math_mode();
+  GpuMath m;
+  m.tf32 = mode.tf32, m.deterministic = mode.deterministic;
+  return m;
 }
 
 Device parse_device(const std::string& spec) {

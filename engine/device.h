@@ -1,22 +1,11 @@
-// Element types and devices of tensors.
+// Devices of tensors (their element types are core/dtype.h).
 #pragma once
 #include <cstdint>
 #include <string>
 
-#include "kernels/elementwise.h"
+#include "core/dtype.h"
 
 namespace nd {
-
-enum class DType : uint8_t { F32, F64, I32, I64, U8 };
-
-size_t dtype_size(DType t);
-const char* dtype_name(DType t);
-inline kernels::ElemType elem_type(DType t) {
-  return static_cast<kernels::ElemType>(t);
-}
-inline bool is_floating(DType t) {
-  return t == DType::F32 || t == DType::F64;
-}
 
 enum class DeviceType : uint8_t { CPU, CUDA };
 
@@ -42,7 +31,10 @@ int cuda_device_count();
 void synchronize(Device d);
 // GPU math of convolutions and GEMMs (kernels/common.h): TF32 tensor cores (--tf32) and
 // deterministic cuDNN algorithms only (--deterministic). Both off by default.
-using GpuMath = kernels::GpuMathMode;
+struct GpuMath {
+  bool tf32 = false;
+  bool deterministic = false;
+};
 void set_gpu_math(const GpuMath& m);
 GpuMath gpu_math();
 // "auto" -> cuda:0 when a device exists, else cpu; "cpu"; "cuda" / "cuda:N". Throws on others.

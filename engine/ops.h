@@ -1,17 +1,13 @@
 // The one dispatch point of the engine: ops:: checks shapes, dtypes and devices, calls the CPU
 // reference or the CUDA kernel of the family (never silently falling back to the CPU), and
-// records the backward for autograd. CPU ops take float32 or float64; CUDA ops float32.
+// records the backward for autograd. CPU ops take float32 or float64; CUDA ops float32. Its
+// arguments are engine types; each ops_*.cpp builds the kernel's view of them.
 #pragma once
+#include <utility>
 #include <vector>
 
 #include "engine/autograd.h"
 #include "engine/tensor.h"
-#include "kernels/batchnorm.h"
-#include "kernels/conv.h"
-#include "kernels/deconv.h"
-#include "kernels/elementwise.h"
-#include "kernels/loss.h"
-#include "kernels/optimizer.h"
 
 namespace nd::ops {
 
@@ -21,36 +17,37 @@ Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
 Tensor affine(const Tensor& x, double alpha, double beta);  // alpha * x + beta
-Tensor unary(kernels::UnaryOp op, const Tensor& x);
+enum class UnaryOp { Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Neg, Square, Silu, Abs };
+Tensor unary(UnaryOp op, const Tensor& x);
 inline Tensor relu(const Tensor& x) {
-  return unary(kernels::UnaryOp::Relu, x);
+  return unary(UnaryOp::Relu, x);
 }
 inline Tensor sigmoid(const Tensor& x) {
-  return unary(kernels::UnaryOp::Sigmoid, x);
+  return unary(UnaryOp::Sigmoid, x);
 }
 inline Tensor tanh(const Tensor& x) {
-  return unary(kernels::UnaryOp::Tanh, x);
+  return unary(UnaryOp::Tanh, x);
 }
 inline Tensor exp(const Tensor& x) {
-  return unary(kernels::UnaryOp::Exp, x);
+  return unary(UnaryOp::Exp, x);
 }
 inline Tensor log(const Tensor& x) {
-  return unary(kernels::UnaryOp::Log, x);
+  return unary(UnaryOp::Log, x);
 }
 inline Tensor sqrt(const Tensor& x) {
-  return unary(kernels::UnaryOp::Sqrt, x);
+  return unary(UnaryOp::Sqrt, x);
 }
 inline Tensor neg(const Tensor& x) {
-  return unary(kernels::UnaryOp::Neg, x);
+  return unary(UnaryOp::Neg, x);
 }
 inline Tensor square(const Tensor& x) {
-  return unary(kernels::UnaryOp::Square, x);
+  return unary(UnaryOp::Square, x);
 }
 inline Tensor silu(const Tensor& x) {
-  return unary(kernels::UnaryOp::Silu, x);
+  return unary(UnaryOp::Silu, x);
 }
 inline Tensor abs(const Tensor& x) {
-  return unary(kernels::UnaryOp::Abs, x);
+  return unary(UnaryOp::Abs, x);
 }
 Shape broadcast_shapes(const Shape& a, const Shape& b);
 // Sums a broadcast gradient back to `shape` (the backward of broadcasting).
@@ -79,12 +76,14 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
 Tensor im2col(const Tensor& x, int64_t kh, int64_t kw, const Conv2dParams& p);
 
 // ---- losses (mean over the batch); labels int64 (N) in [0, K)
-Tensor loss(kernels::LossKind kind, const Tensor& logits, const Tensor& labels);
+// cross entropy = mean_n(logsumexp(z_n) - z_n[label_n]); L2 = mean_n(0.5 |z_n - onehot(label_n)|^2)
+enum class LossKind { CrossEntropy, L2 };
+Tensor loss(LossKind kind, const Tensor& logits, const Tensor& labels);
 inline Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
-  return loss(kernels::LossKind::CrossEntropy, logits, labels);
+  return loss(LossKind::CrossEntropy, logits, labels);
 }
 inline Tensor l2_loss(const Tensor& logits, const Tensor& labels) {
-  return loss(kernels::LossKind::L2, logits, labels);
+  return loss(LossKind::L2, logits, labels);
 }
 // Number of rows whose argmax equals the label.
 int64_t count_correct(const Tensor& logits, const Tensor& labels);
@@ -111,17 +110,39 @@ Tensor cat(const std::vector<Tensor>& parts, int64_t dim);
 Tensor eye(int64_t n, DType dtype = DType::F32, Device device = Device::cpu());
 
 // ---- fused network deconvolution (kernels/deconv.h; the composite oracle is in layers/)
+// How a deconvolution layer samples the patches of its input (the rules are those of the
+// kernels' SampledCovShape, kernels/deconv.h): k x k patches (padding, dilation) at output-grid
+// stride `stride` (for kernel 1: every stride^2-th NHWC row from `first`), each split into
+// C / block sub-rows of nf = k*k*block features (groups == 1), or one matrix per group
+// (block = C / groups).
+struct PatchSampling {
+  int64_t kernel = 1, padding = 0, dilation = 1;
+  int64_t stride = 1;  // the effective sampling stride
+  int64_t block = 1;   // already resolved by the gcd/groups rules (divides C)
+  int64_t groups = 1;
+  int64_t first = 0;  // kernel 1: the first sampled raster row, 0 <= first < stride^2
+};
+// For input shape x (N, C, H, W): the sampled patch positions and the rows R that each covariance
+// averages over.
+struct SampledCount {
+  int64_t positions = 0, rows = 0;
+};
+SampledCount sampled_count(const Shape& x, const PatchSampling& s);
 // x (N, C, H, W) -> mean (groups, nf), cov (groups, nf, nf) of the sampled patches.
-std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x, const kernels::SampledCovShape& s,
-                                             double eps);
+std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x, const PatchSampling& s, double eps);
 // x (rows, n) -> mean (n), cov (n, n) = Xc^T Xc / rows + eps I.
 std::pair<Tensor, Tensor> rows_covariance(const Tensor& x, double eps);
 // a (count, n, n) -> the coupled Newton-Schulz approximation of a^(-1/2) after `iters` steps.
 Tensor newton_schulz(const Tensor& a, int64_t iters);
-// w (O, ...) with O * s.row() elements, bias (O) or undefined, d (groups, nf, nf), mu
+// The weights to fold: O output rows of blocks * nf elements (groups == 1: element f of a row in
+// block f % blocks; groups > 1: one block, output o using matrix o / (O / groups)).
+struct FoldLayout {
+  int64_t outputs = 1, features = 1, blocks = 1, groups = 1;  // O, nf, blocks, groups
+};
+// w (O, ...) with O * blocks * nf elements, bias (O) or undefined, d (groups, nf, nf), mu
 // (groups, nf) -> folded weight (shape of w) and bias (O).
 std::pair<Tensor, Tensor> fold(const Tensor& w, const Tensor& bias, const Tensor& d,
-                               const Tensor& mu, const kernels::FoldShape& s);
+                               const Tensor& mu, const FoldLayout& l);
 
 // ---- raw copies (outside autograd; Tensor's contiguous(), clone(), copy_(), fill_() and to()
 // are built on them). Any dtype.
@@ -137,10 +158,17 @@ void cast(const Tensor& src, const Tensor& dst);  // both contiguous, same devic
 // the host never waits. From a GPU it waits for the copy (the caller reads the result).
 void transfer(const Tensor& src, const Tensor& dst);
 
-// ---- optimizers (in place, no autograd)
-void sgd_step(const kernels::SgdConfig& c, Tensor& param, const Tensor& grad, Tensor& buf);
-void adam_step(const kernels::AdamConfig& c, Tensor& param, const Tensor& grad, Tensor& m,
-               Tensor& v);
+// ---- optimizers (in place, no autograd; PyTorch's semantics, kernels/optimizer.h)
+struct SgdConfig {
+  double lr = 0.1, momentum = 0.9, weight_decay = 0;
+  bool first_step = false;  // buf = g instead of momentum * buf + g
+};
+struct AdamConfig {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  int64_t step = 1;  // 1-based step count for bias correction
+};
+void sgd_step(const SgdConfig& c, Tensor& param, const Tensor& grad, Tensor& buf);
+void adam_step(const AdamConfig& c, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v);
 
 }  // namespace nd::ops
 

@@ -7,6 +7,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "kernels/elementwise.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
 #endif
@@ -110,7 +111,7 @@ void copy_to_contiguous(const Tensor& src, const Tensor& dst) {
   ND_CHECK(dst.is_contiguous(), "copy: the destination must be contiguous");
   if (src.numel() == 0) return;
   const kernels::StridedLayout l = strided_layout(src);
-  const kernels::ElemType t = elem_type(src.dtype());
+  const DType t = src.dtype();
   dispatch_device(
       "copy", src.device(),
       [&] { kernels::copy_strided_cpu(src.raw_data(), dst.raw_data(), t, l); },
@@ -126,7 +127,7 @@ void copy_from_contiguous(const Tensor& src, const Tensor& dst) {
   ND_CHECK(src.is_contiguous(), "copy: the source of a scatter must be contiguous");
   if (src.numel() == 0) return;
   const kernels::StridedLayout l = strided_layout(dst);
-  const kernels::ElemType t = elem_type(src.dtype());
+  const DType t = src.dtype();
   dispatch_device(
       "copy scatter", dst.device(),
       [&] { kernels::scatter_strided_cpu(src.raw_data(), dst.raw_data(), t, l); },
@@ -138,7 +139,7 @@ void copy_from_contiguous(const Tensor& src, const Tensor& dst) {
 void fill(const Tensor& dst, double value) {
   ND_CHECK(dst.is_contiguous(), "fill: the tensor must be contiguous");
   if (dst.numel() == 0) return;
-  const kernels::ElemType t = elem_type(dst.dtype());
+  const DType t = dst.dtype();
   dispatch_device(
       "fill", dst.device(), [&] { kernels::fill_cpu(dst.raw_data(), t, dst.numel(), value); },
       [&](auto stream) { kernels::fill_cuda(dst.raw_data(), t, dst.numel(), value, stream); });
@@ -149,7 +150,7 @@ void cast(const Tensor& src, const Tensor& dst) {
            "cast: source and destination differ in shape or device");
   ND_CHECK(src.is_contiguous() && dst.is_contiguous(), "cast: tensors must be contiguous");
   if (src.numel() == 0) return;
-  const kernels::ElemType from = elem_type(src.dtype()), to = elem_type(dst.dtype());
+  const DType from = src.dtype(), to = dst.dtype();
   dispatch_device(
       "cast", src.device(),
       [&] { kernels::cast_cpu(src.raw_data(), from, dst.raw_data(), to, src.numel()); },

@@ -15,13 +15,26 @@ namespace {
 bool use_blas() {
   return cpu_deconv_path() == CpuDeconvPath::Blas;
 }
+
+// The kernels' view of sampling `p` over an input of shape x (N, C, H, W).
+kernels::SampledCovShape cov_shape(const Shape& x, const PatchSampling& p, const char* who) {
+  ND_CHECK(x.size() == 4, who, ": input ", shape_str(x), " is not (N, C, H, W)");
+  kernels::SampledCovShape s;
+  s.n = x[0], s.c = x[1], s.h = x[2], s.w = x[3];
+  s.k = p.kernel, s.pad = p.padding, s.dil = p.dilation;
+  s.stride = p.stride, s.block = p.block, s.groups = p.groups, s.first = p.first;
+  return s;
+}
 }  // namespace
 
-std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x_in, const kernels::SampledCovShape& s,
+SampledCount sampled_count(const Shape& x, const PatchSampling& p) {
+  const kernels::SampledCovShape s = cov_shape(x, p, "sampled_count");
+  return {s.positions(), s.rows()};
+}
+
+std::pair<Tensor, Tensor> sampled_covariance(const Tensor& x_in, const PatchSampling& p,
                                              double eps) {
-  ND_CHECK(x_in.dim() == 4 && x_in.shape() == Shape({s.n, s.c, s.h, s.w}),
-           "sampled_covariance: input ", shape_str(x_in.shape()), " does not match (", s.n, ", ",
-           s.c, ", ", s.h, ", ", s.w, ")");
+  const kernels::SampledCovShape s = cov_shape(x_in.shape(), p, "sampled_covariance");
   ND_CHECK(s.block >= 1 && s.c % s.block == 0 && s.groups >= 1 &&
                (s.groups == 1 || s.block * s.groups == s.c),
            "sampled_covariance: block ", s.block, " and groups ", s.groups, " do not fit ", s.c,
@@ -179,7 +192,9 @@ Tensor newton_schulz(const Tensor& a_in, int64_t iters) {
 }
 
 std::pair<Tensor, Tensor> fold(const Tensor& w_in, const Tensor& bias, const Tensor& d_in,
-                               const Tensor& mu_in, const kernels::FoldShape& s) {
+                               const Tensor& mu_in, const FoldLayout& l) {
+  kernels::FoldShape s;
+  s.o = l.outputs, s.nf = l.features, s.blocks = l.blocks, s.groups = l.groups;
   detail::check_same_device("fold", {&w_in, &bias, &d_in, &mu_in});
   ND_CHECK(w_in.numel() == s.o * s.row() && d_in.numel() == s.groups * s.nf * s.nf &&
                mu_in.numel() == s.groups * s.nf && (!bias.defined() || bias.numel() == s.o),

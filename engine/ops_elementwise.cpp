@@ -41,7 +41,7 @@ Tensor binary_raw(BinaryOp op, const Tensor& a, const Tensor& b) {
   const Shape out_shape = broadcast_shapes(a.shape(), b.shape());
   kernels::BroadcastLayout l;
   l.ndim = int(out_shape.size());
-  ND_CHECK(l.ndim <= kernels::kMaxDims, "too many dimensions");
+  ND_CHECK(l.ndim <= kMaxDims, "too many dimensions");
   for (int i = 0; i < l.ndim; ++i) l.shape[i] = out_shape[i];
   broadcast_strides(a, out_shape, l.stride_a);
   broadcast_strides(b, out_shape, l.stride_b);
@@ -135,33 +135,59 @@ Tensor affine(const Tensor& x, double alpha, double beta) {
 }
 
 namespace {
-const char* unary_name(kernels::UnaryOp op) {
+kernels::UnaryOp kernel_op(UnaryOp op) {
   switch (op) {
-    case kernels::UnaryOp::Relu:
+    case UnaryOp::Relu:
+      return kernels::UnaryOp::Relu;
+    case UnaryOp::Sigmoid:
+      return kernels::UnaryOp::Sigmoid;
+    case UnaryOp::Tanh:
+      return kernels::UnaryOp::Tanh;
+    case UnaryOp::Exp:
+      return kernels::UnaryOp::Exp;
+    case UnaryOp::Log:
+      return kernels::UnaryOp::Log;
+    case UnaryOp::Sqrt:
+      return kernels::UnaryOp::Sqrt;
+    case UnaryOp::Neg:
+      return kernels::UnaryOp::Neg;
+    case UnaryOp::Square:
+      return kernels::UnaryOp::Square;
+    case UnaryOp::Silu:
+      return kernels::UnaryOp::Silu;
+    case UnaryOp::Abs:
+      return kernels::UnaryOp::Abs;
+  }
+  ND_FAIL("unary: unknown op ", int(op));
+}
+
+const char* unary_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Relu:
       return "relu";
-    case kernels::UnaryOp::Sigmoid:
+    case UnaryOp::Sigmoid:
       return "sigmoid";
-    case kernels::UnaryOp::Tanh:
+    case UnaryOp::Tanh:
       return "tanh";
-    case kernels::UnaryOp::Exp:
+    case UnaryOp::Exp:
       return "exp";
-    case kernels::UnaryOp::Log:
+    case UnaryOp::Log:
       return "log";
-    case kernels::UnaryOp::Sqrt:
+    case UnaryOp::Sqrt:
       return "sqrt";
-    case kernels::UnaryOp::Neg:
+    case UnaryOp::Neg:
       return "neg";
-    case kernels::UnaryOp::Square:
+    case UnaryOp::Square:
       return "square";
-    case kernels::UnaryOp::Silu:
+    case UnaryOp::Silu:
       return "silu";
-    case kernels::UnaryOp::Abs:
+    case UnaryOp::Abs:
       return "abs";
   }
   return "unary";
 }
 
-Tensor unary_backward(kernels::UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gin) {
+Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gin) {
   Tensor g = gin.contiguous();
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (dx.numel() == 0) return dx;
@@ -169,17 +195,18 @@ Tensor unary_backward(kernels::UnaryOp op, const Tensor& x, const Tensor& y, con
       unary_name(op), x,
       [&](auto tag) {
         using T = decltype(tag);
-        kernels::unary_backward_cpu<T>(op, ptr<T>(x), ptr<T>(y), ptr<T>(g), ptr<T>(dx), dx.numel());
+        kernels::unary_backward_cpu<T>(kernel_op(op), ptr<T>(x), ptr<T>(y), ptr<T>(g), ptr<T>(dx),
+                                       dx.numel());
       },
       [&](auto stream) {
-        kernels::unary_backward_cuda(op, ptr<float>(x), ptr<float>(y), ptr<float>(g),
+        kernels::unary_backward_cuda(kernel_op(op), ptr<float>(x), ptr<float>(y), ptr<float>(g),
                                      ptr<float>(dx), dx.numel(), stream);
       });
   return dx;
 }
 }  // namespace
 
-Tensor unary(kernels::UnaryOp op, const Tensor& x) {
+Tensor unary(UnaryOp op, const Tensor& x) {
   Tensor src = x.contiguous();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (out.numel() > 0) {
@@ -187,10 +214,11 @@ Tensor unary(kernels::UnaryOp op, const Tensor& x) {
         unary_name(op), x,
         [&](auto tag) {
           using T = decltype(tag);
-          kernels::unary_forward_cpu<T>(op, ptr<T>(src), ptr<T>(out), out.numel());
+          kernels::unary_forward_cpu<T>(kernel_op(op), ptr<T>(src), ptr<T>(out), out.numel());
         },
         [&](auto stream) {
-          kernels::unary_forward_cuda(op, ptr<float>(src), ptr<float>(out), out.numel(), stream);
+          kernels::unary_forward_cuda(kernel_op(op), ptr<float>(src), ptr<float>(out), out.numel(),
+                                      stream);
         });
   }
   if (!any_requires_grad({&x})) return out;

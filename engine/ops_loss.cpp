@@ -8,7 +8,20 @@ namespace nd::ops {
 using detail::dispatch;
 using detail::ptr;
 
-Tensor loss(kernels::LossKind kind, const Tensor& logits_in, const Tensor& labels_in) {
+namespace {
+kernels::LossKind kernel_loss(LossKind kind) {
+  switch (kind) {
+    case LossKind::CrossEntropy:
+      return kernels::LossKind::CrossEntropy;
+    case LossKind::L2:
+      return kernels::LossKind::L2;
+  }
+  ND_FAIL("loss: unknown kind ", int(kind));
+}
+}  // namespace
+
+Tensor loss(LossKind loss_kind, const Tensor& logits_in, const Tensor& labels_in) {
+  const kernels::LossKind kind = kernel_loss(loss_kind);
   ND_CHECK(logits_in.dim() == 2, "loss: logits must be (N, K), got ", shape_str(logits_in.shape()));
   ND_CHECK(labels_in.dtype() == DType::I64 && labels_in.dim() == 1 &&
                labels_in.shape()[0] == logits_in.shape()[0],

@@ -26,7 +26,7 @@ void Sgd::step() {
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
-    kernels::SgdConfig c;
+    ops::SgdConfig c;
     c.lr = lr_, c.momentum = momentum_, c.weight_decay = weight_decay_;
     c.first_step = !started_[i];
     ops::sgd_step(c, params_[i], g, momentum_buffers_[i]);
@@ -57,7 +57,7 @@ void Adam::step() {
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
-    kernels::AdamConfig c;
+    ops::AdamConfig c;
     c.lr = lr_, c.beta1 = beta1_, c.beta2 = beta2_, c.eps = eps_, c.weight_decay = weight_decay_;
     c.step = ++param_steps_[i];
     ops::adam_step(c, params_[i], g, m_[i], v_[i]);

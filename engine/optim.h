@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "engine/tensor.h"
-#include "kernels/optimizer.h"
 
 namespace nd {
 

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/error.h"
+#include "core/error.h"
 #ifdef ND_WITH_CUDA
 #include "kernels/cuda_runtime_api.h"
 #endif

@@ -6,20 +6,17 @@
 namespace nd {
 
 namespace {
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 uint64_t rotl(uint64_t x, int k) {
   return (x << k) | (x >> (64 - k));
 }
 }  // namespace
 
 void Generator::seed_with(uint64_t seed) {
-  uint64_t x = seed;
-  for (auto& w : s_) w = splitmix64(x);
+  uint64_t x = seed;  // the splitmix64 sequence from seed
+  for (auto& w : s_) {
+    w = splitmix64(x);
+    x += kSplitmix64Gamma;
+  }
 }
 
 uint64_t Generator::next_u64() {

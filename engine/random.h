@@ -10,6 +10,17 @@
 
 namespace nd {
 
+// splitmix64: a stateless 64-bit mix of x (Steele, Lea and Flood's SplittableRandom step, x plus
+// the golden gamma, then the finaliser). As a sequence generator the state then advances by the
+// gamma; Generator seeds xoshiro that way and the loader derives per-sample seeds with it.
+constexpr uint64_t kSplitmix64Gamma = 0x9e3779b97f4a7c15ULL;
+inline uint64_t splitmix64(uint64_t x) {
+  x += kSplitmix64Gamma;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 class Generator {
  public:
   explicit Generator(uint64_t seed = 0) { seed_with(seed); }

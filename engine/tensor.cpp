@@ -6,6 +6,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "core/constants.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 
@@ -52,7 +53,7 @@ Storage::~Storage() {
 // ---------------------------------------------------------------- factories
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  ND_CHECK(int64_t(shape.size()) <= kernels::kMaxDims, "tensors have at most ", kernels::kMaxDims,
+  ND_CHECK(int64_t(shape.size()) <= kMaxDims, "tensors have at most ", kMaxDims,
            " dimensions, got ", shape_str(shape));
   for (int64_t d : shape) ND_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();

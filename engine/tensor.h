@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "engine/allocator.h"
 #include "engine/device.h"
-#include "kernels/error.h"
 
 namespace nd {
 

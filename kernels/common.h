@@ -5,7 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/error.h"
+#include "core/constants.h"
+#include "core/error.h"
 
 struct CUstream_st;
 typedef struct CUstream_st* cudaStream_t;  // identical to the CUDA runtime's own typedef
@@ -13,8 +14,6 @@ struct CUevent_st;
 typedef struct CUevent_st* cudaEvent_t;  // likewise
 
 namespace nd::kernels {
-
-constexpr int kMaxDims = 8;
 
 // How the CUDA kernels of cuBLAS and cuDNN may compute: TF32 tensor cores for float32
 // convolutions and GEMMs (off: full FP32, close to the CPU reference), and only deterministic

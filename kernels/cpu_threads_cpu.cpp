@@ -5,7 +5,7 @@
 #include <omp.h>
 #include <sched.h>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
 namespace nd::kernels {
 

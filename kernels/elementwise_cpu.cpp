@@ -9,22 +9,6 @@
 
 namespace nd::kernels {
 
-size_t elem_size(ElemType t) {
-  switch (t) {
-    case ElemType::F32:
-      return 4;
-    case ElemType::F64:
-      return 8;
-    case ElemType::I32:
-      return 4;
-    case ElemType::I64:
-      return 8;
-    case ElemType::U8:
-      return 1;
-  }
-  return 0;
-}
-
 namespace {
 template <typename T>
 T sigmoid(T x) {
@@ -307,42 +291,42 @@ void cast_typed(const From* src, To* dst, int64_t n) {
 }
 
 template <typename From>
-void cast_from(const From* src, void* dst, ElemType to, int64_t n) {
+void cast_from(const From* src, void* dst, DType to, int64_t n) {
   switch (to) {
-    case ElemType::F32:
+    case DType::F32:
       cast_typed(src, static_cast<float*>(dst), n);
       break;
-    case ElemType::F64:
+    case DType::F64:
       cast_typed(src, static_cast<double*>(dst), n);
       break;
-    case ElemType::I32:
+    case DType::I32:
       cast_typed(src, static_cast<int32_t*>(dst), n);
       break;
-    case ElemType::I64:
+    case DType::I64:
       cast_typed(src, static_cast<int64_t*>(dst), n);
       break;
-    case ElemType::U8:
+    case DType::U8:
       cast_typed(src, static_cast<uint8_t*>(dst), n);
       break;
   }
 }
 }  // namespace
 
-void fill_cpu(void* y, ElemType t, int64_t n, double value) {
+void fill_cpu(void* y, DType t, int64_t n, double value) {
   switch (t) {
-    case ElemType::F32:
+    case DType::F32:
       fill_typed(static_cast<float*>(y), n, float(value));
       break;
-    case ElemType::F64:
+    case DType::F64:
       fill_typed(static_cast<double*>(y), n, value);
       break;
-    case ElemType::I32:
+    case DType::I32:
       fill_typed(static_cast<int32_t*>(y), n, int32_t(value));
       break;
-    case ElemType::I64:
+    case DType::I64:
       fill_typed(static_cast<int64_t*>(y), n, int64_t(value));
       break;
-    case ElemType::U8:
+    case DType::U8:
       fill_typed(static_cast<uint8_t*>(y), n, uint8_t(value));
       break;
   }
@@ -350,8 +334,8 @@ void fill_cpu(void* y, ElemType t, int64_t n, double value) {
 
 namespace {
 template <bool kScatter>
-void copy_strided_any(const void* src, void* dst, ElemType t, const StridedLayout& l) {
-  switch (elem_size(t)) {
+void copy_strided_any(const void* src, void* dst, DType t, const StridedLayout& l) {
+  switch (dtype_size(t)) {
     case 1:
       copy_strided_typed<uint8_t, kScatter>(static_cast<const uint8_t*>(src),
                                             static_cast<uint8_t*>(dst), l);
@@ -368,29 +352,29 @@ void copy_strided_any(const void* src, void* dst, ElemType t, const StridedLayou
 }
 }  // namespace
 
-void copy_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l) {
+void copy_strided_cpu(const void* src, void* dst, DType t, const StridedLayout& l) {
   copy_strided_any<false>(src, dst, t, l);
 }
 
-void scatter_strided_cpu(const void* src, void* dst, ElemType t, const StridedLayout& l) {
+void scatter_strided_cpu(const void* src, void* dst, DType t, const StridedLayout& l) {
   copy_strided_any<true>(src, dst, t, l);
 }
 
-void cast_cpu(const void* src, ElemType from, void* dst, ElemType to, int64_t n) {
+void cast_cpu(const void* src, DType from, void* dst, DType to, int64_t n) {
   switch (from) {
-    case ElemType::F32:
+    case DType::F32:
       cast_from(static_cast<const float*>(src), dst, to, n);
       break;
-    case ElemType::F64:
+    case DType::F64:
       cast_from(static_cast<const double*>(src), dst, to, n);
       break;
-    case ElemType::I32:
+    case DType::I32:
       cast_from(static_cast<const int32_t*>(src), dst, to, n);
       break;
-    case ElemType::I64:
+    case DType::I64:
       cast_from(static_cast<const int64_t*>(src), dst, to, n);
       break;
-    case ElemType::U8:
+    case DType::U8:
       cast_from(static_cast<const uint8_t*>(src), dst, to, n);
       break;
   }

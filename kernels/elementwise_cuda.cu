@@ -246,21 +246,21 @@ void launch_cast(const void* src, void* dst, int64_t n, cudaStream_t s) {
 }
 
 template <typename From>
-void cast_from(const void* src, void* dst, ElemType to, int64_t n, cudaStream_t s) {
+void cast_from(const void* src, void* dst, DType to, int64_t n, cudaStream_t s) {
   switch (to) {
-    case ElemType::F32:
+    case DType::F32:
       launch_cast<From, float>(src, dst, n, s);
       return;
-    case ElemType::F64:
+    case DType::F64:
       launch_cast<From, double>(src, dst, n, s);
       return;
-    case ElemType::I32:
+    case DType::I32:
       launch_cast<From, int32_t>(src, dst, n, s);
       return;
-    case ElemType::I64:
+    case DType::I64:
       launch_cast<From, int64_t>(src, dst, n, s);
       return;
-    case ElemType::U8:
+    case DType::U8:
       launch_cast<From, uint8_t>(src, dst, n, s);
       return;
   }
@@ -346,27 +346,27 @@ void affine_cuda(const float* x, float* y, int64_t n, double alpha, double beta,
   ND_CUDA_CHECK_LAUNCH();
 }
 
-void fill_cuda(void* y, ElemType t, int64_t n, double value, cudaStream_t s) {
+void fill_cuda(void* y, DType t, int64_t n, double value, cudaStream_t s) {
   if (n <= 0) return;
   // +0 is all-zero bytes in every element type: a memset is the cheapest fill.
   if (value == 0.0 && !std::signbit(value)) {
-    ND_CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(n) * elem_size(t), s));
+    ND_CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(n) * dtype_size(t), s));
     return;
   }
   switch (t) {
-    case ElemType::F32:
+    case DType::F32:
       launch_fill<float>(y, n, static_cast<float>(value), s);
       return;
-    case ElemType::F64:
+    case DType::F64:
       launch_fill<double>(y, n, value, s);
       return;
-    case ElemType::I32:
+    case DType::I32:
       launch_fill<int32_t>(y, n, static_cast<int32_t>(value), s);
       return;
-    case ElemType::I64:
+    case DType::I64:
       launch_fill<int64_t>(y, n, static_cast<int64_t>(value), s);
       return;
-    case ElemType::U8:
+    case DType::U8:
       launch_fill<uint8_t>(y, n, static_cast<uint8_t>(value), s);
       return;
   }
@@ -375,13 +375,13 @@ void fill_cuda(void* y, ElemType t, int64_t n, double value, cudaStream_t s) {
 
 namespace {
 template <bool kScatter>
-void copy_strided_any(const char* what, const void* src, void* dst, ElemType t,
+void copy_strided_any(const char* what, const void* src, void* dst, DType t,
                       const StridedLayout& in, cudaStream_t s) {
   ND_CHECK(in.ndim >= 0 && in.ndim <= kMaxDims, what, ": ndim ", in.ndim, " outside [0, ",
            kMaxDims, "]");
   const int64_t n = in.numel();
   if (n <= 0) return;
-  const size_t esize = elem_size(t);
+  const size_t esize = dtype_size(t);
   const StridedLayout l = coalesce(in);
   if (l.ndim == 0 || (l.ndim == 1 && l.stride[0] == 1)) {  // already contiguous
     ND_CUDA_CHECK(
@@ -403,37 +403,37 @@ void copy_strided_any(const char* what, const void* src, void* dst, ElemType t,
 }
 }  // namespace
 
-void copy_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayout& l,
+void copy_strided_cuda(const void* src, void* dst, DType t, const StridedLayout& l,
                        cudaStream_t s) {
   copy_strided_any<false>("copy_strided_cuda", src, dst, t, l, s);
 }
 
-void scatter_strided_cuda(const void* src, void* dst, ElemType t, const StridedLayout& l,
+void scatter_strided_cuda(const void* src, void* dst, DType t, const StridedLayout& l,
                           cudaStream_t s) {
   copy_strided_any<true>("scatter_strided_cuda", src, dst, t, l, s);
 }
 
-void cast_cuda(const void* src, ElemType from, void* dst, ElemType to, int64_t n, cudaStream_t s) {
+void cast_cuda(const void* src, DType from, void* dst, DType to, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
   if (from == to) {
-    ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * elem_size(from),
+    ND_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * dtype_size(from),
                                   cudaMemcpyDeviceToDevice, s));
     return;
   }
   switch (from) {
-    case ElemType::F32:
+    case DType::F32:
       cast_from<float>(src, dst, to, n, s);
       return;
-    case ElemType::F64:
+    case DType::F64:
       cast_from<double>(src, dst, to, n, s);
       return;
-    case ElemType::I32:
+    case DType::I32:
       cast_from<int32_t>(src, dst, to, n, s);
       return;
-    case ElemType::I64:
+    case DType::I64:
       cast_from<int64_t>(src, dst, to, n, s);
       return;
-    case ElemType::U8:
+    case DType::U8:
       cast_from<uint8_t>(src, dst, to, n, s);
       return;
   }

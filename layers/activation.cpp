@@ -5,13 +5,13 @@ namespace nd {
 
 std::string Activation::type_name() const {
   switch (op_) {
-    case kernels::UnaryOp::Relu:
+    case ops::UnaryOp::Relu:
       return "ReLU";
-    case kernels::UnaryOp::Sigmoid:
+    case ops::UnaryOp::Sigmoid:
       return "Sigmoid";
-    case kernels::UnaryOp::Tanh:
+    case ops::UnaryOp::Tanh:
       return "Tanh";
-    case kernels::UnaryOp::Silu:
+    case ops::UnaryOp::Silu:
       return "SiLU";
     default:
       return "Activation";

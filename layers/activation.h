@@ -6,24 +6,24 @@ namespace nd {
 
 class Activation : public Module {
  public:
-  explicit Activation(kernels::UnaryOp op) : op_(op) {}
+  explicit Activation(ops::UnaryOp op) : op_(op) {}
   Tensor forward(const Tensor& x) override { return ops::unary(op_, x); }
   std::string type_name() const override;
 
  private:
-  kernels::UnaryOp op_;
+  ops::UnaryOp op_;
 };
 
 inline std::shared_ptr<Activation> make_relu() {
-  return std::make_shared<Activation>(kernels::UnaryOp::Relu);
+  return std::make_shared<Activation>(ops::UnaryOp::Relu);
 }
 inline std::shared_ptr<Activation> make_sigmoid() {
-  return std::make_shared<Activation>(kernels::UnaryOp::Sigmoid);
+  return std::make_shared<Activation>(ops::UnaryOp::Sigmoid);
 }
 
 // Swish / SiLU: x * sigmoid(x) (EfficientNet).
 inline std::shared_ptr<Activation> make_swish() {
-  return std::make_shared<Activation>(kernels::UnaryOp::Silu);
+  return std::make_shared<Activation>(ops::UnaryOp::Silu);
 }
 
 // (N, ...) -> (N, prod(...))

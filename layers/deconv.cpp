@@ -98,24 +98,23 @@ FastDeconv::FastDeconv(int64_t in, int64_t out, int64_t kernel, const ops::Conv2
   }
 }
 
-kernels::SampledCovShape FastDeconv::cov_shape(const Tensor& x) const {
-  kernels::SampledCovShape s;
-  s.n = x.shape()[0], s.c = x.shape()[1], s.h = x.shape()[2], s.w = x.shape()[3];
-  s.k = kernel_, s.pad = p_.padding, s.dil = p_.dilation;
+ops::PatchSampling FastDeconv::sampling() const {
+  ops::PatchSampling s;
+  s.kernel = kernel_, s.padding = p_.padding, s.dilation = p_.dilation;
   s.stride = effective_sampling_stride();
   s.block = block_, s.groups = p_.groups;
   return s;
 }
 
 std::pair<Tensor, Tensor> FastDeconv::covariance_composite_of(const Tensor& x,
-                                                              const kernels::SampledCovShape& cs,
+                                                              const ops::PatchSampling& ps,
                                                               double eps) {
   const int64_t c = in_, nf = feature_length(), g = p_.groups;
   const int64_t s = effective_sampling_stride();
   Tensor rows;  // (positions, C*k*k), column f = c*k*k + ky*k + kx
   if (kernel_ == 1) {
     Tensor nhwc = x.permute({0, 2, 3, 1}).reshape({-1, c});
-    rows = nhwc.slice(0, cs.first, nhwc.shape()[0], s * s);
+    rows = nhwc.slice(0, ps.first, nhwc.shape()[0], s * s);
   } else {
     ops::Conv2dParams sp;
     sp.stride = s, sp.padding = p_.padding, sp.dilation = p_.dilation;
@@ -144,18 +143,20 @@ std::pair<Tensor, Tensor> FastDeconv::statistics(const Tensor& x) {
   // Synchronised statistics combine every rank's moments (eps is added once, to the total).
   const bool sync = comm::sync_statistics();
   const double eps = sync ? 0.0 : settings_.eps;
-  kernels::SampledCovShape cs = cov_shape(x);
-  if (sync) cs.first = first_sampled_row(x);
+  ops::PatchSampling ps = sampling();
+  if (sync) ps.first = first_sampled_row(x);
+  const ops::SampledCount count = ops::sampled_count(x.shape(), ps);
+  const int64_t g = p_.groups, nf = feature_length();
   Tensor mu, cov;
-  if (cs.positions() == 0) {  // only a rank's tiny share of a 1x1 layer's sampling
-    mu = Tensor::zeros({cs.matrices(), cs.nf()}, x.dtype(), x.device());
-    cov = Tensor::zeros({cs.matrices(), cs.nf(), cs.nf()}, x.dtype(), x.device());
+  if (count.positions == 0) {  // only a rank's tiny share of a 1x1 layer's sampling
+    mu = Tensor::zeros({g, nf}, x.dtype(), x.device());
+    cov = Tensor::zeros({g, nf, nf}, x.dtype(), x.device());
   } else if (settings_.path == DeconvPath::Composite) {
-    std::tie(mu, cov) = covariance_composite_of(x, cs, eps);
+    std::tie(mu, cov) = covariance_composite_of(x, ps, eps);
   } else {
-    std::tie(mu, cov) = ops::sampled_covariance(x, cs, eps);
+    std::tie(mu, cov) = ops::sampled_covariance(x, ps, eps);
   }
-  if (sync) std::tie(mu, cov) = synchronise_covariance(mu, cov, double(cs.rows()), settings_.eps);
+  if (sync) std::tie(mu, cov) = synchronise_covariance(mu, cov, double(count.rows), settings_.eps);
   if (settings_.path == DeconvPath::Composite)
     return {mu, newton_schulz_composite(cov, settings_.n_iter)};
   return {mu, ops::newton_schulz(cov, settings_.n_iter)};
@@ -201,9 +202,9 @@ Tensor FastDeconv::forward(const Tensor& x) {
   if (settings_.path == DeconvPath::Composite) {
     std::tie(w_folded, b_folded) = fold_composite(d, mu);
   } else {
-    kernels::FoldShape fs;
-    fs.o = out_, fs.nf = nf, fs.blocks = g == 1 ? in_ / block_ : 1, fs.groups = g;
-    std::tie(w_folded, b_folded) = ops::fold(*weight_, bias_ ? *bias_ : Tensor(), d, mu, fs);
+    ops::FoldLayout fl;
+    fl.outputs = out_, fl.features = nf, fl.blocks = g == 1 ? in_ / block_ : 1, fl.groups = g;
+    std::tie(w_folded, b_folded) = ops::fold(*weight_, bias_ ? *bias_ : Tensor(), d, mu, fl);
   }
   return ops::conv2d(x, w_folded.reshape(weight_->shape()), b_folded, p_);
 }
@@ -216,11 +217,9 @@ double newton_schulz_flops(int64_t n, int64_t iters) {
 }  // namespace
 
 double FastDeconv::flops(const Shape& in, const Shape& out) const {
-  kernels::SampledCovShape s{1,       in[1],      in[2],       in[3],
-                             kernel_, p_.padding, p_.dilation, effective_sampling_stride(),
-                             block_,  p_.groups};
-  const double nf = double(s.nf());
-  return conv2d_flops(in_, kernel_, p_.groups, out) + 2.0 * double(s.rows()) * nf * nf;
+  const int64_t rows = ops::sampled_count({1, in[1], in[2], in[3]}, sampling()).rows;
+  const double nf = double(feature_length());
+  return conv2d_flops(in_, kernel_, p_.groups, out) + 2.0 * double(rows) * nf * nf;
 }
 
 double FastDeconv::per_step_flops() const {

@@ -55,12 +55,12 @@ class FastDeconv : public Module {
   // Mean (groups, nf) and deconvolution matrices (groups, nf, nf) of this batch.
   std::pair<Tensor, Tensor> statistics(const Tensor& x);
   // Mean and covariance (+ eps I) of the sampled patches from primitive ops (the oracle).
-  std::pair<Tensor, Tensor> covariance_composite_of(const Tensor& x,
-                                                    const kernels::SampledCovShape& cs, double eps);
+  std::pair<Tensor, Tensor> covariance_composite_of(const Tensor& x, const ops::PatchSampling& ps,
+                                                    double eps);
   // k == 1 under synchronised statistics: where this rank's rows enter the global sampling.
   int64_t first_sampled_row(const Tensor& x) const;
   std::pair<Tensor, Tensor> fold_composite(const Tensor& d, const Tensor& mu);
-  kernels::SampledCovShape cov_shape(const Tensor& x) const;
+  ops::PatchSampling sampling() const;  // how forward samples its input (first = 0)
 
   int64_t in_, out_, kernel_;
   ops::Conv2dParams p_;

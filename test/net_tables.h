@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/error.h"
+#include "core/error.h"
 #include "nets/registry.h"
 
 namespace nd::test {

@@ -12,9 +12,9 @@
 
 #include "apps/checkpoint.h"
 #include "apps/trainer.h"
-#include "data/atomic_file.h"
-#include "data/safetensors.h"
 #include "engine/optim.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
 #include "nets/registry.h"
 #include "test/catch.h"
 #include "test/run_fixtures.h"
@@ -31,7 +31,7 @@ namespace {
 // The "model." tensors of a training state, under their state_dict names.
 std::map<std::string, Tensor> model_in_state(const std::string& state_path) {
   std::map<std::string, Tensor> model;
-  for (auto& [name, t] : data::load_safetensors(state_path))
+  for (auto& [name, t] : io::load_safetensors(state_path))
     if (name.rfind("model.", 0) == 0) model[name.substr(6)] = t;
   return model;
 }
@@ -127,7 +127,7 @@ TEST_CASE("--save-dtype exports F16/BF16 weights; the training state stays exact
     require_same_tensors(model_in_state(dir.file("run/training_state.safetensors")), r.final_state);
     const double half_ulp =
         std::string(dtype) == "F16" ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
-    const auto exported = data::load_safetensors(dir.file("run/last.safetensors"));
+    const auto exported = io::load_safetensors(dir.file("run/last.safetensors"));
     int64_t rounded = 0;
     for (const auto& [name, t] : r.final_state) {
       if (t.dtype() != DType::F32) continue;
@@ -170,7 +170,7 @@ TEST_CASE("a run killed between the state and the exported weights resumes and r
   train(saved, resumed_log, dir.file("run"));  // nothing left to train up to epoch 2
   CHECK(resumed_log.str().find("resuming after epoch 2") != std::string::npos);
   CHECK(weights_epoch(dir.file("run/last.safetensors")) == 2);
-  require_same_tensors(data::load_safetensors(dir.file("run/last.safetensors")),
+  require_same_tensors(io::load_safetensors(dir.file("run/last.safetensors")),
                        model_in_state(dir.file("run/training_state.safetensors")));
 }
 
@@ -184,7 +184,7 @@ TEST_CASE("resume after a kill before the first checkpoint starts over; torn row
   SECTION("only config.json was written") {
     cfg.output = dir.file("run");
     fs::create_directories(cfg.output);
-    data::write_file_atomic(cfg.output + "/config.json", to_json(cfg));
+    io::write_file_atomic(cfg.output + "/config.json", to_json(cfg));
     std::ofstream(cfg.output + "/last.safetensors.tmp.4242") << "half a file";
     std::ostringstream resumed_log;
     const TrainResult r = train(resume_config(cfg.output), resumed_log, cfg.output);

@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/batch.h"
 #include "data/cifar.h"
 #include "data/transforms.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
-#include "kernels/error.h"
 #include "test/catch.h"
 #include "test/compare.h"
 #include "test/temp_dir.h"

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "apps/trainer.h"
-#include "data/safetensors.h"
 #include "engine/random.h"
+#include "io/safetensors.h"
 #include "test/catch.h"
 #include "test/run_fixtures.h"
 #include "test/temp_dir.h"
@@ -181,7 +181,7 @@ std::vector<std::string> resume_args(const std::string& dir) {
 // The model in a training state, which must read (no torn file).
 std::map<std::string, nd::Tensor> state_model(const std::string& dir) {
   std::map<std::string, nd::Tensor> model;
-  for (auto& [name, t] : nd::data::load_safetensors(dir + "/training_state.safetensors"))
+  for (auto& [name, t] : nd::io::load_safetensors(dir + "/training_state.safetensors"))
     if (name.rfind("model.", 0) == 0) model[name.substr(6)] = t;
   return model;
 }
@@ -297,7 +297,7 @@ TEST_CASE("nd-train killed with SIGKILL at any moment resumes to the same weight
       // Whatever is on disk reads: config.json and whole checkpoints, never torn files.
       if (fs::exists(run + "/config.json")) nd::resume_config(run);
       for (const char* f : {"training_state.safetensors", "last.safetensors", "best.safetensors"})
-        if (fs::exists(run + "/" + f)) nd::data::load_safetensors(run + "/" + f);
+        if (fs::exists(run + "/" + f)) nd::io::load_safetensors(run + "/" + f);
     }
     INFO(history);
     CHECK(read_text(run + "/last.safetensors") == read_text(straight + "/last.safetensors"));

@@ -14,13 +14,13 @@
 #include <thread>
 #include <vector>
 
+#include "core/error.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/transforms.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
-#include "kernels/error.h"
 #include "test/catch.h"
 #include "test/compare.h"
 

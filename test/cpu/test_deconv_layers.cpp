@@ -157,16 +157,17 @@ TEST_CASE("Delinear and ChannelDeconv: fused equals composite", "[deconv]") {
 TEST_CASE("Deconvolution whitens: D Cov D ~ I with enough iterations", "[deconv]") {
   Generator gen(21);
   Tensor x = normal_tensor({4, 8, 12, 12}, 0.0, 1.0, gen, DType::F64);
-  kernels::SampledCovShape s;
-  s.n = 4, s.c = 8, s.h = 12, s.w = 12, s.k = 3, s.pad = 1, s.stride = 1, s.block = 4;
+  ops::PatchSampling s;
+  s.kernel = 3, s.padding = 1, s.stride = 1, s.block = 4;
+  const int64_t nf = 3 * 3 * 4;
   auto [mean, cov] = ops::sampled_covariance(x, s, 1e-5);
   Tensor d = ops::newton_schulz(cov, 60);
   Tensor white = ops::matmul(ops::matmul(d, cov), d);  // covariance of the whitened patches
-  CHECK(max_abs_diff(white, ops::eye(s.nf(), DType::F64).reshape({1, 36, 36})) < 1e-6);
+  CHECK(max_abs_diff(white, ops::eye(nf, DType::F64).reshape({1, 36, 36})) < 1e-6);
   // With the reference's 5 steps it is only an approximation that shrinks small eigenvalues.
   Tensor d5 = ops::newton_schulz(cov, 5);
   Tensor white5 = ops::matmul(ops::matmul(d5, cov), d5);
-  CHECK(max_abs_diff(white5, ops::eye(s.nf(), DType::F64).reshape({1, 36, 36})) > 1e-3);
+  CHECK(max_abs_diff(white5, ops::eye(nf, DType::F64).reshape({1, 36, 36})) > 1e-3);
 }
 
 TEST_CASE("FastDeconv: eval uses the running buffers; freeze switches to them", "[deconv]") {

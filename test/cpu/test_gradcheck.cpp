@@ -29,7 +29,7 @@ TEST_CASE("gradcheck: broadcasting binary ops", "[gradcheck]") {
 
 TEST_CASE("gradcheck: unary activations", "[gradcheck]") {
   Generator gen(2);
-  using kernels::UnaryOp;
+  using ops::UnaryOp;
   for (UnaryOp op : {UnaryOp::Relu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Exp, UnaryOp::Log,
                      UnaryOp::Sqrt, UnaryOp::Neg, UnaryOp::Square, UnaryOp::Silu, UnaryOp::Abs}) {
     const bool positive = op == UnaryOp::Log || op == UnaryOp::Sqrt;

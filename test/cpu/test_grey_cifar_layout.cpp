@@ -8,7 +8,7 @@
 #include "apps/checkpoint.h"
 #include "apps/trainer.h"
 #include "data/fashion_mnist.h"
-#include "data/safetensors.h"
+#include "io/safetensors.h"
 #include "test/catch.h"
 #include "test/compare.h"
 #include "test/data_dir.h"
@@ -69,7 +69,7 @@ TEST_CASE("a CIFAR network trains on Fashion-MNIST directly; its checkpoint is t
   std::shared_ptr<Module> net =
       build_net(net_config(cifar, d.channels, d.height, d.width, 10), gen);
   load_weights(dir.file("run/last.safetensors"), *net);
-  CHECK(data::load_safetensors(dir.file("run/last.safetensors")).at("conv1.weight").shape() ==
+  CHECK(io::load_safetensors(dir.file("run/last.safetensors")).at("conv1.weight").shape() ==
         Shape{32, 3, 3, 3});
   std::ostringstream summary;
   print_model_summary(cfg, summary);

@@ -41,7 +41,7 @@ std::shared_ptr<Sequential> make_net(bool deconv, Generator& gen) {
     net->push_back(std::make_shared<Conv2d>(3, 16, 3, same, false, gen));
     net->push_back(std::make_shared<BatchNorm2d>(16));
   }
-  net->push_back(std::make_shared<Activation>(kernels::UnaryOp::Relu));
+  net->push_back(std::make_shared<Activation>(ops::UnaryOp::Relu));
   net->push_back(std::make_shared<MaxPool2d>(2, 2, 0));
   net->push_back(std::make_shared<Flatten>());
   if (deconv)

@@ -14,9 +14,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/error.h"
 #include "data/fashion_mnist.h"
 #include "data/idx.h"
-#include "kernels/error.h"
 #include "test/catch.h"
 #include "test/compare.h"
 #include "test/data_dir.h"

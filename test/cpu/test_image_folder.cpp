@@ -17,11 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/image_folder.h"
 #include "data/image_transforms.h"
 #include "data/loader.h"
 #include "engine/random.h"
-#include "kernels/error.h"
 #include "test/catch.h"
 #include "test/compare.h"
 #include "test/temp_dir.h"

@@ -14,8 +14,8 @@
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/image_transforms.h"
-#include "data/safetensors.h"
 #include "engine/random.h"
+#include "io/safetensors.h"
 #include "test/alloc_probe.h"
 #include "test/catch.h"
 #include "test/compare.h"
@@ -88,13 +88,13 @@ TEST_CASE("safetensors: a header claiming a terabyte fails before allocating", "
                 safetensors_with_header("{\"w\":{\"dtype\":\"F32\",\"shape\":[262144,1048576],"
                                         "\"data_offsets\":[0,1099511627776]}}",
                                         16));
-    CHECK(largest_allocation_of_failure([&] { nd::data::load_safetensors(path); },
+    CHECK(largest_allocation_of_failure([&] { nd::io::load_safetensors(path); },
                                         "run past the end of the data section") < kMiB);
   }
   SECTION("1 TB of F16") {
     write_bytes(path, safetensors_with_header("{\"w\":{\"dtype\":\"F16\",\"shape\":[549755813888],"
                                               "\"data_offsets\":[0,1099511627776]}}"));
-    CHECK(largest_allocation_of_failure([&] { nd::data::load_safetensors(path); },
+    CHECK(largest_allocation_of_failure([&] { nd::io::load_safetensors(path); },
                                         "run past the end") < kMiB);
   }
   SECTION("a 90 MB header length in a 100-byte file") {
@@ -102,7 +102,7 @@ TEST_CASE("safetensors: a header claiming a terabyte fails before allocating", "
     put_le(b, 90'000'000, 8);
     b.resize(100, ' ');
     write_bytes(path, b);
-    CHECK(largest_allocation_of_failure([&] { nd::data::load_safetensors(path); },
+    CHECK(largest_allocation_of_failure([&] { nd::io::load_safetensors(path); },
                                         "runs past the end of the file") < kMiB);
   }
 }
@@ -281,15 +281,13 @@ TEST_CASE("PyTorch pickle and zip files are refused with how to convert them", "
     write_bytes(dir.file("model.pth"), b);
     std::vector<std::string> parts = needed;
     parts.push_back("zip archive");
-    nd::test::check_error_contains([&] { nd::data::load_safetensors(dir.file("model.pth")); },
-                                   parts);
+    nd::test::check_error_contains([&] { nd::io::load_safetensors(dir.file("model.pth")); }, parts);
   }
   SECTION("a bare pickle (protocol 2, older torch.save)") {
     write_bytes(dir.file("model.pt"), {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20});
     std::vector<std::string> parts = needed;
     parts.push_back("Python pickle");
-    nd::test::check_error_contains([&] { nd::data::load_safetensors(dir.file("model.pt")); },
-                                   parts);
+    nd::test::check_error_contains([&] { nd::io::load_safetensors(dir.file("model.pt")); }, parts);
   }
   SECTION("a safetensors file whose header length starts like a zip still loads") {
     // 'P' 'K' 3 4 as a little-endian length is 67324752: a real header of that size loads.
@@ -300,6 +298,6 @@ TEST_CASE("PyTorch pickle and zip files are refused with how to convert them", "
     put_le(b, length, 8);
     b.insert(b.end(), header.begin(), header.end());
     write_bytes(dir.file("big_header.safetensors"), b);
-    CHECK(nd::data::load_safetensors(dir.file("big_header.safetensors")).empty());
+    CHECK(nd::io::load_safetensors(dir.file("big_header.safetensors")).empty());
   }
 }

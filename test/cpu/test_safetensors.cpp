@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "data/safetensors.h"
+#include "core/error.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
-#include "kernels/error.h"
+#include "io/safetensors.h"
 #include "layers/batchnorm.h"
 #include "layers/linear.h"
 #include "layers/module.h"
@@ -36,8 +36,8 @@ namespace {
 namespace fs = std::filesystem;
 using nd::DType;
 using nd::Tensor;
-using nd::data::load_safetensors;
-using nd::data::save_safetensors;
+using nd::io::load_safetensors;
+using nd::io::save_safetensors;
 using Bytes = std::vector<uint8_t>;
 using TensorMap = std::map<std::string, Tensor>;
 
@@ -398,7 +398,7 @@ TEST_CASE("safetensors writes float32 as F16 or BF16, rounded to nearest even", 
       {"f", Tensor::from_vector(values, {int64_t(values.size())})},
       {"i", Tensor::from_vector<int64_t>({5, -6}, {2})},  // integers stay as they are
       {"d", Tensor::from_vector<double>({0.1}, {1})}};    // as does float64
-  auto check = [&](nd::data::FloatStorage storage, const TensorMap& t, const char* dtype,
+  auto check = [&](nd::io::FloatStorage storage, const TensorMap& t, const char* dtype,
                    const std::vector<uint16_t>& want) {
     INFO(dtype);
     const std::string path = dir.file(std::string(dtype) + ".safetensors");
@@ -417,12 +417,12 @@ TEST_CASE("safetensors writes float32 as F16 or BF16, rounded to nearest even", 
     CHECK(back.at("i").to_vector<int64_t>() == std::vector<int64_t>{5, -6});
     CHECK(back.at("f").dtype() == DType::F32);
   };
-  check(nd::data::FloatStorage::F16, tensors, "F16", want_f16);
+  check(nd::io::FloatStorage::F16, tensors, "F16", want_f16);
   const TensorMap btensors = {{"f", Tensor::from_vector(bvalues, {int64_t(bvalues.size())})},
                               {"i", Tensor::from_vector<int64_t>({5, -6}, {2})},
                               {"d", Tensor::from_vector<double>({0.1}, {1})}};
-  check(nd::data::FloatStorage::BF16, btensors, "BF16", want_bf16);
-  CHECK_THROWS_AS(nd::data::parse_float_storage("FP16", "--save-dtype"), nd::Error);
+  check(nd::io::FloatStorage::BF16, btensors, "BF16", want_bf16);
+  CHECK_THROWS_AS(nd::io::parse_float_storage("FP16", "--save-dtype"), nd::Error);
 }
 
 TEST_CASE("safetensors loads a file written the way PyTorch's safetensors writes it",

@@ -9,7 +9,7 @@
 #include "apps/infer.h"
 #include "apps/trainer.h"
 #include "data/cifar.h"
-#include "data/safetensors.h"
+#include "io/safetensors.h"
 #include "test/catch.h"
 #include "test/compare.h"
 #include "test/data_dir.h"
@@ -66,10 +66,10 @@ void check_exact_resume(TrainConfig cfg, const test::TempDir& dir) {
   REQUIRE(resumed.epochs.size() == 2);
   CHECK(resumed.epochs[1].train_loss == straight.epochs[1].train_loss);
   CHECK(resumed.epochs[1].test_top1 == straight.epochs[1].test_top1);
-  require_same_tensors(data::load_safetensors(dir.file("straight/last.safetensors")),
-                       data::load_safetensors(dir.file("resumed/last.safetensors")));
-  require_same_tensors(data::load_safetensors(dir.file("straight/training_state.safetensors")),
-                       data::load_safetensors(dir.file("resumed/training_state.safetensors")));
+  require_same_tensors(io::load_safetensors(dir.file("straight/last.safetensors")),
+                       io::load_safetensors(dir.file("resumed/last.safetensors")));
+  require_same_tensors(io::load_safetensors(dir.file("straight/training_state.safetensors")),
+                       io::load_safetensors(dir.file("resumed/training_state.safetensors")));
   // summary.csv: the header and one row per epoch, identical except for the timings.
   auto rows = [](const std::string& path) {
     std::vector<std::string> out;
@@ -88,8 +88,8 @@ void check_exact_resume(TrainConfig cfg, const test::TempDir& dir) {
 // Writes net's weights and the batch x into dir and returns the nd-infer settings that read them.
 InferConfig infer_files(const NetConfig& n, Module& net, const Tensor& x,
                         const test::TempDir& dir) {
-  data::save_safetensors(dir.file("w.safetensors"), net.state_dict());
-  data::save_safetensors(dir.file("x.safetensors"), {{"input", x}});
+  io::save_safetensors(dir.file("w.safetensors"), net.state_dict());
+  io::save_safetensors(dir.file("x.safetensors"), {{"input", x}});
   InferConfig cfg;
   cfg.net = n;
   cfg.weights = dir.file("w.safetensors");
@@ -166,7 +166,7 @@ TEST_CASE("run directory: config, summary, checkpoints, --evaluate", "[trainer]"
     CHECK(entry.path().string().find(".tmp") == std::string::npos);  // no temporary left behind
   CHECK(config_from_json(read_text(dir.file("run/config.json")), "config.json").lr == cfg.lr);
   // The weights are the reference's names and nothing else.
-  auto weights = data::load_safetensors(dir.file("run/last.safetensors"));
+  auto weights = io::load_safetensors(dir.file("run/last.safetensors"));
   CHECK(weights.count("2.running_var"));
   CHECK(weights.at("2.num_batches_tracked").dtype() == DType::I64);
   CHECK(weights.at("2.num_batches_tracked").to_vector<int64_t>()[0] == 10);  // 2 epochs x 5 steps
@@ -191,7 +191,7 @@ TEST_CASE("a diverging run stops with a clear message and keeps the last good ch
   std::ostringstream log;
   train(cfg, log);
   const std::string last = dir.file("run/last.safetensors");
-  const auto good = data::load_safetensors(last);
+  const auto good = io::load_safetensors(last);
   // Same run, continued with a rate that blows up (edited config, as a user might).
   std::string json = read_text(dir.file("run/config.json"));
   TrainConfig edited = config_from_json(json, "config.json");
@@ -200,7 +200,7 @@ TEST_CASE("a diverging run stops with a clear message and keeps the last good ch
   std::ofstream(dir.file("run/config.json")) << to_json(edited);
   test::check_error_contains([&] { train(resume_config(dir.file("run")), log, dir.file("run")); },
                              {"diverged", "--lr", "last.safetensors (epoch 1)"});
-  require_same_tensors(good, data::load_safetensors(last));
+  require_same_tensors(good, io::load_safetensors(last));
 }
 
 TEST_CASE("resume refuses what it cannot continue", "[trainer]") {
@@ -266,7 +266,7 @@ TEST_CASE("an ImageNet network trains on an image folder of real photographs", "
   CHECK(r.step_losses.size() == 4);
   for (double l : r.step_losses) CHECK(std::isfinite(l));
   CHECK(r.epochs.back().test_top5 == 100.0);  // two classes
-  auto weights = data::load_safetensors(dir.file("run/last.safetensors"));
+  auto weights = io::load_safetensors(dir.file("run/last.safetensors"));
   CHECK(weights.at("fc.weight").shape() == Shape{2, 512});  // torchvision's names, 2 classes
 }
 
@@ -278,19 +278,19 @@ TEST_CASE("nd-infer gives the network's logits and names what is wrong", "[train
   run_inference(cfg);
   net->eval();
   Tensor want = (*net)(x);
-  test::require_close(data::load_safetensors(cfg.output).at("logits"), want, 0, 0, "logits");
+  test::require_close(io::load_safetensors(cfg.output).at("logits"), want, 0, 0, "logits");
 
-  data::save_safetensors(dir.file("bad.safetensors"), {{"images", x}});
+  io::save_safetensors(dir.file("bad.safetensors"), {{"images", x}});
   cfg.input = dir.file("bad.safetensors");
   test::check_error_contains([&] { run_inference(cfg); }, {"no tensor 'input'", "images"});
-  data::save_safetensors(dir.file("bad.safetensors"), {{"input", x.to(DType::F64)}});
+  io::save_safetensors(dir.file("bad.safetensors"), {{"input", x.to(DType::F64)}});
   test::check_error_contains([&] { run_inference(cfg); }, {"'input'", "float64", "float32"});
-  data::save_safetensors(dir.file("bad.safetensors"), {{"input", x.reshape({5, 784})}});
+  io::save_safetensors(dir.file("bad.safetensors"), {{"input", x.reshape({5, 784})}});
   test::check_error_contains([&] { run_inference(cfg); }, {"'input'", "(N, C, H, W)"});
   cfg.input = dir.file("x.safetensors");
   auto state = net->state_dict();
   state.erase("8.weight");
-  data::save_safetensors(dir.file("w2.safetensors"), state);
+  io::save_safetensors(dir.file("w2.safetensors"), state);
   cfg.weights = dir.file("w2.safetensors");
   test::check_error_contains([&] { run_inference(cfg); }, {"w2.safetensors", "8.weight"});
 }
@@ -300,15 +300,15 @@ TEST_CASE("nd-infer reads F16 and BF16 inputs and weights and refuses a .pth", "
   Generator gen(8);
   MlpInferCase c = mlp_infer_case("bn", 3, gen, dir);
   auto& [net_cfg, net, x, cfg] = c;
-  data::save_safetensors(cfg.weights, net->state_dict(), {}, data::FloatStorage::F16);
-  data::save_safetensors(cfg.input, {{"input", x}}, {}, data::FloatStorage::BF16);
+  io::save_safetensors(cfg.weights, net->state_dict(), {}, io::FloatStorage::F16);
+  io::save_safetensors(cfg.input, {{"input", x}}, {}, io::FloatStorage::BF16);
   const Tensor got = run_inference(cfg);
   // The same network with the rounded weights, on the rounded input.
   auto rounded = build_net(net_cfg, gen);
-  rounded->load_state_dict(data::load_safetensors(cfg.weights));
+  rounded->load_state_dict(io::load_safetensors(cfg.weights));
   rounded->eval();
   NoGradGuard no_grad;
-  const Tensor want = (*rounded)(data::load_safetensors(cfg.input).at("input"));
+  const Tensor want = (*rounded)(io::load_safetensors(cfg.input).at("input"));
   test::require_close(got, want, 0, 0, "logits of half-precision files");
   net->eval();
   CHECK(test::max_abs(ops::sub(got, (*net)(x))) > 0);  // the rounding is there
@@ -334,7 +334,7 @@ TEST_CASE("nd-infer works on every network, in eval and train mode", "[trainer][
     Tensor x = normal_tensor({2, 3, n.height, n.width}, 0, 1, gen);
     InferConfig cfg = infer_files(n, *net, x, dir);
     auto fresh = build_net(n, gen);  // other initial weights: the file must replace them all
-    fresh->load_state_dict(data::load_safetensors(cfg.weights));
+    fresh->load_state_dict(io::load_safetensors(cfg.weights));
     for (bool train_mode : {false, true}) {
       INFO("train mode " << train_mode);
       cfg.train_mode = train_mode;

@@ -67,9 +67,9 @@ std::shared_ptr<nd::Sequential> make_cnn(uint64_t seed) {
   auto net = std::make_shared<nd::Sequential>();
   net->push_back(std::make_shared<nd::Conv2d>(3, 16, 3, same, false, gen));
   net->push_back(std::make_shared<nd::BatchNorm2d>(16));
-  net->push_back(std::make_shared<nd::Activation>(nd::kernels::UnaryOp::Relu));
+  net->push_back(std::make_shared<nd::Activation>(nd::ops::UnaryOp::Relu));
   net->push_back(std::make_shared<nd::FastDeconv>(16, 32, 3, same, true, deconv, gen));
-  net->push_back(std::make_shared<nd::Activation>(nd::kernels::UnaryOp::Relu));
+  net->push_back(std::make_shared<nd::Activation>(nd::ops::UnaryOp::Relu));
   net->push_back(std::make_shared<nd::AdaptiveAvgPool2d>(1));
   net->push_back(std::make_shared<nd::Flatten>());
   net->push_back(std::make_shared<nd::Linear>(32, 10, true, gen));

@@ -36,8 +36,8 @@ using nd::DType;
 using nd::Generator;
 using nd::Shape;
 using nd::Tensor;
-using nd::kernels::LossKind;
-using nd::kernels::UnaryOp;
+using nd::ops::LossKind;
+using nd::ops::UnaryOp;
 using nd::test::left_out_when_small;
 using nd::test::max_abs;
 using nd::test::require_close;
@@ -1062,7 +1062,7 @@ TEST_CASE("cuda sgd_step matches the CPU", "[cuda][optim][memcheck]") {
           SECTION(name) {
             INFO(name);
             Generator gen(seed);
-            nd::kernels::SgdConfig cfg;
+            nd::ops::SgdConfig cfg;
             cfg.lr = 0.1, cfg.momentum = momentum, cfg.weight_decay = wd, cfg.first_step = first;
             const Tensor p0 = nd::uniform_tensor({n}, -1.0, 1.0, gen);
             const Tensor g0 = nd::normal_tensor({n}, 0.0, 0.01, gen);
@@ -1098,7 +1098,7 @@ TEST_CASE("cuda adam_step matches the CPU", "[cuda][optim][memcheck]") {
         SECTION(name) {
           INFO(name);
           Generator gen(seed);
-          nd::kernels::AdamConfig cfg;
+          nd::ops::AdamConfig cfg;
           cfg.lr = 1e-2, cfg.weight_decay = wd, cfg.step = step;
           const Tensor p0 = nd::uniform_tensor({n}, -1.0, 1.0, gen);
           // Gradients of magnitude in [0.005, 0.02] with random signs: near g = grad + wd * p = 0

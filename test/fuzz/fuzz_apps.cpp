@@ -5,8 +5,8 @@
 
 #include "apps/infer.h"
 #include "apps/trainer.h"
-#include "data/safetensors.h"
 #include "engine/random.h"
+#include "io/safetensors.h"
 #include "test/fuzz/harnesses.h"
 
 namespace nd::fuzz {
@@ -53,7 +53,7 @@ const InferConfig& infer_setup() {
     c.output = scratch_dir() + "/logits.safetensors";
     c.device = "cpu";
     Generator gen(4);
-    data::save_safetensors(c.weights, build_net(c.net, gen)->state_dict());
+    io::save_safetensors(c.weights, build_net(c.net, gen)->state_dict());
     return c;
   }();
   return cfg;

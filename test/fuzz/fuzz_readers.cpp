@@ -11,8 +11,8 @@
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/image_transforms.h"
-#include "data/safetensors.h"
 #include "engine/random.h"
+#include "io/safetensors.h"
 #include "test/fuzz/harnesses.h"
 
 namespace nd::fuzz {
@@ -96,7 +96,7 @@ bool fuzz_safetensors(const uint8_t* data, size_t size) {
   std::map<std::string, std::string> meta;
   std::map<std::string, Tensor> tensors;
   try {
-    tensors = data::load_safetensors(path, &meta);
+    tensors = io::load_safetensors(path, &meta);
   } catch (const Error&) {
     return false;
   }
@@ -108,8 +108,8 @@ bool fuzz_safetensors(const uint8_t* data, size_t size) {
   std::map<std::string, std::string> meta2;
   std::map<std::string, Tensor> again;
   try {
-    data::save_safetensors(copy, tensors, meta);
-    again = data::load_safetensors(copy, &meta2);
+    io::save_safetensors(copy, tensors, meta);
+    again = io::load_safetensors(copy, &meta2);
   } catch (const Error& e) {
     defect(std::string("a file that loads does not write back: ") + e.what());
   }

@@ -6,8 +6,8 @@
 #include <cstring>
 
 #include "apps/train_config.h"
-#include "data/safetensors.h"
 #include "engine/random.h"
+#include "io/safetensors.h"
 #include "test/fuzz/harnesses.h"
 
 #if ND_WITH_STB
@@ -50,9 +50,9 @@ Seeds raw_idx_seeds() {
 // The bytes of a safetensors file written by our writer.
 Bytes safetensors_bytes(const std::map<std::string, Tensor>& tensors,
                         const std::map<std::string, std::string>& meta = {},
-                        data::FloatStorage floats = data::FloatStorage::F32) {
+                        io::FloatStorage floats = io::FloatStorage::F32) {
   const std::string path = scratch_dir() + "/seed.safetensors";
-  data::save_safetensors(path, tensors, meta, floats);
+  io::save_safetensors(path, tensors, meta, floats);
   return read_file(path);
 }
 
@@ -169,8 +169,8 @@ Seeds safetensors_seeds() {
                                        {"empty", Tensor::zeros({0, 5})}};
   return {{"all_dtypes", safetensors_bytes(all, {{"format", "pt"}, {"epoch", "3"}})},
           {"f16", safetensors_bytes({{"w", w}, {"n", Tensor::from_vector<int64_t>({1}, {1})}}, {},
-                                    data::FloatStorage::F16)},
-          {"bf16", safetensors_bytes({{"w", w}}, {}, data::FloatStorage::BF16)},
+                                    io::FloatStorage::F16)},
+          {"bf16", safetensors_bytes({{"w", w}}, {}, io::FloatStorage::BF16)},
           {"empty_file", safetensors_bytes({})},
           {"pytorch_layout", [] {
              // Keys out of order and no padding, as other writers produce.
@@ -236,8 +236,8 @@ Seeds infer_seeds() {
   Generator gen(5);
   Tensor x = normal_tensor({2, 1, 28, 28}, 0, 1, gen);
   return {{"f32", safetensors_bytes({{"input", x.slice(0, 0, 1)}})},
-          {"f16", safetensors_bytes({{"input", x}}, {}, data::FloatStorage::F16)},
-          {"bf16", safetensors_bytes({{"input", x.slice(0, 1, 2)}}, {}, data::FloatStorage::BF16)}};
+          {"f16", safetensors_bytes({{"input", x}}, {}, io::FloatStorage::F16)},
+          {"bf16", safetensors_bytes({{"input", x.slice(0, 1, 2)}}, {}, io::FloatStorage::BF16)}};
 }
 
 }  // namespace nd::fuzz

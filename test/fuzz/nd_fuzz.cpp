@@ -10,7 +10,7 @@
 #include <iostream>
 #include <string>
 
-#include "kernels/error.h"
+#include "core/error.h"
 #include "test/fuzz/harnesses.h"
 
 namespace fs = std::filesystem;

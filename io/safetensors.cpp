@@ -6,7 +6,7 @@
 // nlohmann (a parser callback catches duplicate keys, which nlohmann would merge), checks every
 // entry and that the tensors tile the data section with no hole or overlap, then reads each
 // tensor's bytes straight into a new CPU tensor (half precision through a small buffer, widened).
-#include "data/safetensors.h"
+#include "io/safetensors.h"
 
 #include <sys/stat.h>
 
@@ -21,13 +21,13 @@
 #include <tuple>
 #include <vector>
 
-#include "data/atomic_file.h"
-#include "kernels/common.h"
+#include "core/constants.h"
+#include "io/atomic_file.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors I/O copies tensor bytes as they are: it needs a little-endian host");
 
-namespace nd::data {
+namespace nd::io {
 
 namespace {
 
@@ -419,8 +419,8 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
     const json& shape = info["shape"];
     ND_CHECK(shape.is_array(), tensor, ": shape is a JSON ", shape.type_name(),
              ", not an array of integers");
-    ND_CHECK(shape.size() <= size_t(kernels::kMaxDims), tensor, ": shape ", shape.dump(), " has ",
-             shape.size(), " dimensions, tensors have at most ", kernels::kMaxDims);
+    ND_CHECK(shape.size() <= size_t(kMaxDims), tensor, ": shape ", shape.dump(), " has ",
+             shape.size(), " dimensions, tensors have at most ", kMaxDims);
     uint64_t numel = 1;
     bool overflow = false, zero = false;
     for (const json& d : shape) {
@@ -506,4 +506,4 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
   return out;
 }
 
-}  // namespace nd::data
+}  // namespace nd::io

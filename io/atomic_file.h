@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-namespace nd::data {
+namespace nd::io {
 
 class AtomicFile {
  public:
@@ -36,4 +36,4 @@ std::string disk_full_advice(int err, const std::string& target);
 // Writes `bytes` to `path` atomically; throws nd::Error naming the path and the OS error.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
-}  // namespace nd::data
+}  // namespace nd::io

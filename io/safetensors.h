@@ -12,7 +12,7 @@
 
 #include "engine/tensor.h"
 
-namespace nd::data {
+namespace nd::io {
 
 // How save_safetensors stores F32 tensors: as they are, or rounded to nearest-even half precision
 // (F16: 5-bit exponent, overflow to infinity; BF16: float32's exponent, 8-bit significand). Other
@@ -45,4 +45,4 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
 std::map<std::string, Tensor> load_safetensors(
     const std::string& path, std::map<std::string, std::string>* metadata = nullptr);
 
-}  // namespace nd::data
+}  // namespace nd::io

@@ -1,5 +1,5 @@
 // Atomic file writes (see atomic_file.h).
-#include "data/atomic_file.h"
+#include "io/atomic_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -7,9 +7,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "kernels/error.h"
+#include "core/error.h"
 
-namespace nd::data {
+namespace nd::io {
 
 namespace {
 
@@ -90,4 +90,4 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   check("renaming", file.commit());
 }
 
-}  // namespace nd::data
+}  // namespace nd::io
