@@ -114,6 +114,7 @@ bool decode_jpeg_rgb(const uint8_t* bytes, size_t n, JpegSizeCheck size_ok, cons
     if (cmyk) cmyk_to_rgb(row, width, dst);
   }
   std::free(row);
+  row = nullptr;  // jpeg_finish_decompress may still jump to the handler, which frees row
   if (!err.warned) jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
   if (err.warned) {
