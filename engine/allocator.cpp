@@ -26,10 +26,13 @@ struct Pool {
 };
 
 constexpr int kMaxDevices = 16;
+// The pools live until the process ends and are never destroyed: tensors in static objects may
+// be freed after any destructor of ours has run, and the cached blocks stay reachable from here,
+// so LeakSanitizer does not count them (a destroyed map would have dropped the only pointers).
 Pool& pool(Device d) {
-  static Pool cpu_pool;
-  static Pool cuda_pools[kMaxDevices];
-  if (d.is_cpu()) return cpu_pool;
+  static Pool* const cpu_pool = new Pool;
+  static Pool* const cuda_pools = new Pool[kMaxDevices];
+  if (d.is_cpu()) return *cpu_pool;
   ND_CHECK(d.index >= 0 && d.index < kMaxDevices, "device index out of range: ", d.index);
   return cuda_pools[d.index];
 }
@@ -188,9 +191,9 @@ struct PinnedPool {
   std::multimap<size_t, void*> free_blocks;
 };
 
-PinnedPool& pinned_pool() {
-  static PinnedPool p;
-  return p;
+PinnedPool& pinned_pool() {  // never destroyed, as pool() above
+  static PinnedPool* const p = new PinnedPool;
+  return *p;
 }
 
 }  // namespace
