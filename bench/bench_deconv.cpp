@@ -10,12 +10,12 @@
 // OpenBLAS) for the covariance, cuSOLVER syevd alone (the eigendecomposition dominates an exact
 // inverse square root; CUDA only) for Newton-Schulz, the reshape + GEMM composite for the folding,
 // and Conv2d + BatchNorm2d for the layer. The anchor column quotes the reference PyTorch code on
-// an H200 at batch 128 (shared/docs/anchors.md) where it was measured. Flops: covariance
-// 2 R nf^2 forward (R sampled sub-rows) and as much again backward; Newton-Schulz 6 iters n^3 per
-// matrix forward, about twice that backward; folding 2 O (C/B) nf^2 forward, twice that backward;
-// the layer adds its convolution (forward, and twice that backward). Backward rows are seeded
-// through autograd with random r: loss = sum(out * r) (+ sum(out2 * r2) for a second output).
-// Exit status 1 when any case fails.
+// an H200 at batch 128 (the project's anchors, PyTorch 2.11, CUDA 13.0) where it was measured.
+// Flops: covariance 2 R nf^2 forward (R sampled sub-rows) and as much again backward; Newton-Schulz
+// 6 iters n^3 per matrix forward, about twice that backward; folding 2 O (C/B) nf^2 forward, twice
+// that backward; the layer adds its convolution (forward, and twice that backward). Backward rows
+// are seeded through autograd with random r: loss = sum(out * r) (+ sum(out2 * r2) for a second
+// output). Exit status 1 when any case fails.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -507,7 +507,7 @@ int bench_main(int argc, char** argv) {
   print_preamble(o, fmt(" (tol %.0e)", kTol), DType::F64);
   std::printf(
       "baseline: its median ms and ours/baseline (< 1: ours is faster); anchor: the reference\n"
-      "        PyTorch code on one H200 at batch 128 (shared/docs/anchors.md)\n\n");
+      "        PyTorch code on one H200 at batch 128 (PyTorch 2.11, CUDA 13.0)\n\n");
   kTable.print_header();
 
   return run_cases(cases, kTable, "bench_deconv", [&](const Case& c, uint64_t seed) {

@@ -1,4 +1,4 @@
-// The network-deconvolution kernel trio (see ../shared/docs/network-deconvolution.md, section 1):
+// The network-deconvolution kernel trio (see docs/deconvolution.md, "The algorithm", section 1):
 //   1. sampled im2col covariance: mean and Xc^T Xc / R + eps I of the sampled patches, arranged
 //      in interleaved blocks (groups == 1) or per-group chunks (groups > 1), and its backward;
 //   2. the coupled Newton-Schulz inverse square root of a batch of symmetric matrices, forward

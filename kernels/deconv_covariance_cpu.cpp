@@ -1,5 +1,5 @@
 // CPU reference of the covariance part of the deconvolution trio (see deconv.h and
-// shared/docs/network-deconvolution.md, section 1, steps 1-4): the mean and covariance of the
+// docs/deconvolution.md, "The algorithm", section 1, steps 1-4): the mean and covariance of the
 // sampled im2col patches split into interleaved blocks (groups == 1) or per-group chunks
 // (groups > 1), the same for plain rows, and the backward of both. Plain loops that accumulate in
 // double; the covariance is formed from explicitly centred data (two passes), never as

@@ -1,4 +1,4 @@
-// Network deconvolution layers (../shared/docs/network-deconvolution.md sections 1-3):
+// Network deconvolution layers (docs/deconvolution.md, "The algorithm", sections 1-3):
 // FastDeconv (a convolution whose input patches are whitened on the fly), Delinear (the same for
 // a linear layer) and ChannelDeconv (whitening of channels). Each runs one of two paths: the
 // composite one built from primitive autograd ops (readable; the oracle) and the fused one on

@@ -1,6 +1,6 @@
 // Tests of the CPU reference of the deconvolution covariance (kernels/deconv_covariance_cpu.cpp):
 // (a) the forward against an independent construction written here from the algorithm's text
-//     (shared/docs/network-deconvolution.md, section 1, steps 1-4): explicit sampled patches,
+//     (docs/deconvolution.md, "The algorithm", section 1, steps 1-4): explicit sampled patches,
 //     the interleaved sub-rows or group chunks stacked into X, and the mean and centred
 //     covariance computed directly, over a table of shapes (interleaves of 2 and 3 blocks, the
 //     gcd rule, k = 1 with sampling strides 3 and 6, groups = 2 and depthwise, padding 0/1/2,
