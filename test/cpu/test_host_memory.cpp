@@ -81,8 +81,14 @@ TEST_CASE("CPU training steps allocate nothing and fault no page after the first
     CHECK(after.device_mallocs == before.device_mallocs);
     CHECK(after.cache_hits > before.cache_hits);
     // A step took about a hundred page faults per MiB it touched before the cache; a handful
-    // may still come from outside the engine (the test framework's own output).
+    // may still come from outside the engine (the test framework's own output). Not under
+    // ASan/TSan: their allocators quarantine freed memory, so the small heap objects of every
+    // step (graph nodes, shapes) land on fresh pages whatever the tensor cache does.
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     CHECK(faults < 16);
+#else
+    (void)faults;
+#endif
   }
 }
 
