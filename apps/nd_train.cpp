@@ -88,8 +88,9 @@ int main(int argc, char** argv) {
   app.add_option("--seed", cfg.seed)->capture_default_str();
   app.add_option("--workers", cfg.workers, "data loader threads")->capture_default_str();
   app.add_option("--threads", cfg.threads,
-                 "CPU threads of the kernels (OpenBLAS, oneDNN, ours); 0: every core this process "
-                 "may use. A CPU run repeats bitwise for the same count")
+                 "CPU threads of the kernels (OpenBLAS, oneDNN, ours); 0: OMP_NUM_THREADS if set, "
+                 "else every core this process may use. A CPU run repeats bitwise for the same "
+                 "count")
       ->capture_default_str();
   app.add_option("--device", cfg.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--output", cfg.output, "run directory (default runs/<date>-<arch>-<norm>)");

@@ -197,7 +197,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   validate(cfg);
   const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
-  set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
+  set_cpu_threads(cfg.threads > 0 ? cfg.threads : default_cpu_threads());
   const ops::LossKind loss_kind = loss_kind_of(cfg);
   const bool resuming = !resume_dir.empty();
   const bool write_files = cfg.write_files && comm::is_root();  // rank 0 keeps the run directory
@@ -256,7 +256,10 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
       comm::is_root() && (cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO)));
   log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
-      << device.str() << (device.is_cpu() ? " (" + std::to_string(cpu_threads()) + " threads)" : "")
+      << device.str()
+      << (device.is_cpu() ? " (" + std::to_string(cpu_threads()) +
+                                (cpu_threads() == 1 ? " thread)" : " threads)")
+                          : "")
       << ", " << net->num_parameters() << " parameters"
       << (resuming ? has_checkpoint
                          ? ", resuming after epoch " + std::to_string(progress.epochs_done)
@@ -391,7 +394,7 @@ EvalResult evaluate_weights(const TrainConfig& cfg, const std::string& weights, 
   validate(cfg);
   const Device device = rank_device(cfg.device);
   set_gpu_math({cfg.tf32, cfg.deterministic});
-  set_cpu_threads(cfg.threads > 0 ? cfg.threads : cpu_threads_available());
+  set_cpu_threads(cfg.threads > 0 ? cfg.threads : default_cpu_threads());
   DataSplits data = load_splits(cfg, false, true);
   std::shared_ptr<Module> net = build_for(cfg, *data.test);
   load_weights(weights, *net);

@@ -330,7 +330,8 @@ int bench_main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   app.add_option("--classes", o.classes, "classes of the classifier")->capture_default_str();
   app.add_option("--threads", o.threads,
-                 "CPU threads of OpenBLAS, oneDNN and the kernels (0: every core, as nd-train)")
+                 "CPU threads of OpenBLAS, oneDNN and the kernels (0: OMP_NUM_THREADS or every "
+                 "core, as nd-train)")
       ->check(CLI::Range(0, 4096));
   app.add_option("--json", o.json, "also write one JSON line per network to this file");
   app.add_flag("--profile", o.profile,
@@ -356,7 +357,7 @@ int bench_main(int argc, char** argv) {
                "densenet121 resnext29_32x4d mobilenetv2 dpn92 pnasnetA senet18 efficientnetb0");
     device = parse_device(o.device);
     set_gpu_math({o.tf32, o.deterministic});
-    set_cpu_threads(o.threads > 0 ? o.threads : cpu_threads_available());
+    set_cpu_threads(o.threads > 0 ? o.threads : default_cpu_threads());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nd-bench-train: %s\n", e.what());
     return 1;
@@ -366,7 +367,9 @@ int bench_main(int argc, char** argv) {
   if (o.warmup < 0) o.warmup = gpu ? 5 : 1;
   if (o.steps < 0) o.steps = gpu ? 20 : 3;
   std::string device_name = device.str();
-  if (!gpu) device_name += " (" + std::to_string(cpu_threads()) + " threads)";
+  if (!gpu)
+    device_name +=
+        " (" + std::to_string(cpu_threads()) + (cpu_threads() == 1 ? " thread)" : " threads)");
 #ifdef ND_WITH_CUDA
   if (gpu) device_name += " (" + kernels::cuda_device_name(device.index) + ")";
 #endif

@@ -76,4 +76,14 @@ int cpu_threads_available() {
   return kernels::cpu_threads_available();
 }
 
+int default_cpu_threads() {
+  // OMP_NUM_THREADS may be a list ("4,2": nested levels): its first entry is the outer pool.
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end != env && n >= 1 && n <= 4096 && (*end == '\0' || *end == ',')) return int(n);
+  }
+  return cpu_threads_available();
+}
+
 }  // namespace nd

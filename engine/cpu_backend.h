@@ -24,5 +24,8 @@ void set_cpu_threads(int n);
 int cpu_threads();
 // The threads this process may run on (its CPU affinity): the default of nd-train --threads.
 int cpu_threads_available();
+// The thread count when none is asked for (nd-train --threads 0): OMP_NUM_THREADS when it is set
+// to a positive number (as PyTorch does), else cpu_threads_available().
+int default_cpu_threads();
 
 }  // namespace nd

@@ -25,8 +25,9 @@ configure_and_build() {
   cmake --build "$dir" -j"$jobs" --target "$@"
 }
 
-# OpenBLAS's own threads are not instrumented: keep BLAS on the calling thread.
-export OPENBLAS_NUM_THREADS=1
+# OpenBLAS's threads and libgomp's OpenMP pool are not instrumented (TSan would report the
+# threads of every parallel loop as racing): keep BLAS and the kernels on the calling thread.
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 
 for kind in "${kinds[@]}"; do
   start=$(date +%s)
