@@ -35,6 +35,13 @@ void check_pair(const char* op, const Tensor& src, const Tensor& dst) {
            " and destination ", dtype_name(dst.dtype()), " differ in dtype");
 }
 
+// A copy within one device: same shape, dtype and device.
+void check_same_device_pair(const Tensor& src, const Tensor& dst) {
+  check_pair("copy", src, dst);
+  ND_CHECK(src.device() == dst.device(), "copy: tensors on ", src.device().str(), " and ",
+           dst.device().str());
+}
+
 #ifdef ND_WITH_CUDA
 // Two events per device, re-recorded by every transfer: a stream that waits on an event waits
 // for the work before its record at the time of the wait call, so reuse is safe as long as one
@@ -105,9 +112,7 @@ void device_to_device(const Tensor& src, const Tensor& dst, size_t bytes) {
 }  // namespace
 
 void copy_to_contiguous(const Tensor& src, const Tensor& dst) {
-  check_pair("copy", src, dst);
-  ND_CHECK(src.device() == dst.device(), "copy: tensors on ", src.device().str(), " and ",
-           dst.device().str());
+  check_same_device_pair(src, dst);
   ND_CHECK(dst.is_contiguous(), "copy: the destination must be contiguous");
   if (src.numel() == 0) return;
   const kernels::StridedLayout l = strided_layout(src);
@@ -121,9 +126,7 @@ void copy_to_contiguous(const Tensor& src, const Tensor& dst) {
 }
 
 void copy_from_contiguous(const Tensor& src, const Tensor& dst) {
-  check_pair("copy", src, dst);
-  ND_CHECK(src.device() == dst.device(), "copy: tensors on ", src.device().str(), " and ",
-           dst.device().str());
+  check_same_device_pair(src, dst);
   ND_CHECK(src.is_contiguous(), "copy: the source of a scatter must be contiguous");
   if (src.numel() == 0) return;
   const kernels::StridedLayout l = strided_layout(dst);
