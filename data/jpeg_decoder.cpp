@@ -73,6 +73,7 @@ bool decode_jpeg_rgb(const uint8_t* bytes, size_t n, JpegSizeCheck size_ok, cons
   // malloc'd and freed on both paths (a vector's destructor would be skipped); volatile: read
   // after longjmp.
   JSAMPLE* volatile row = nullptr;
+  cinfo.mem = nullptr;  // what jpeg_destroy_decompress checks, should create itself fail
   cinfo.err = jpeg_std_error(&err.base);
   err.base.error_exit = on_error;
   err.base.emit_message = on_message;
@@ -89,12 +90,14 @@ bool decode_jpeg_rgb(const uint8_t* bytes, size_t n, JpegSizeCheck size_ok, cons
   cinfo.progress = &progress.base;
   jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(n));
   jpeg_read_header(&cinfo, TRUE);
-  const std::string size_problem =
-      size_ok(int(cinfo.image_width), int(cinfo.image_height), context);
-  if (!size_problem.empty()) {
-    error = size_problem;
-    jpeg_destroy_decompress(&cinfo);
-    return false;
+  {  // a block: no object with a destructor may be alive when libjpeg jumps back
+    const std::string size_problem =
+        size_ok(int(cinfo.image_width), int(cinfo.image_height), context);
+    if (!size_problem.empty()) {
+      error = size_problem;
+      jpeg_destroy_decompress(&cinfo);
+      return false;
+    }
   }
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
