@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/optimizer_config.h"
 #include "engine/autograd.h"
 #include "engine/tensor.h"
 
@@ -159,14 +160,8 @@ void cast(const Tensor& src, const Tensor& dst);  // both contiguous, same devic
 void transfer(const Tensor& src, const Tensor& dst);
 
 // ---- optimizers (in place, no autograd; PyTorch's semantics, kernels/optimizer.h)
-struct SgdConfig {
-  double lr = 0.1, momentum = 0.9, weight_decay = 0;
-  bool first_step = false;  // buf = g instead of momentum * buf + g
-};
-struct AdamConfig {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
-  int64_t step = 1;  // 1-based step count for bias correction
-};
+using nd::AdamConfig;  // core/optimizer_config.h
+using nd::SgdConfig;
 void sgd_step(const SgdConfig& c, Tensor& param, const Tensor& grad, Tensor& buf);
 void adam_step(const AdamConfig& c, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v);
 

@@ -17,23 +17,9 @@ void check_state(const char* op, const Tensor& p, std::initializer_list<const Te
              op, ": state tensor ", shape_str(t->shape()), " does not match parameter ",
              shape_str(p.shape()));
 }
-kernels::SgdConfig kernel_config(const SgdConfig& c) {
-  kernels::SgdConfig k;
-  k.lr = c.lr, k.momentum = c.momentum, k.weight_decay = c.weight_decay;
-  k.first_step = c.first_step;
-  return k;
-}
-
-kernels::AdamConfig kernel_config(const AdamConfig& c) {
-  kernels::AdamConfig k;
-  k.lr = c.lr, k.beta1 = c.beta1, k.beta2 = c.beta2, k.eps = c.eps;
-  k.weight_decay = c.weight_decay, k.step = c.step;
-  return k;
-}
 }  // namespace
 
-void sgd_step(const SgdConfig& config, Tensor& param, const Tensor& grad_in, Tensor& buf) {
-  const kernels::SgdConfig c = kernel_config(config);
+void sgd_step(const SgdConfig& c, Tensor& param, const Tensor& grad_in, Tensor& buf) {
   Tensor grad = grad_in.contiguous();
   check_state("sgd_step", param, {&grad, &buf});
   dispatch(
@@ -48,9 +34,7 @@ void sgd_step(const SgdConfig& config, Tensor& param, const Tensor& grad_in, Ten
       });
 }
 
-void adam_step(const AdamConfig& config, Tensor& param, const Tensor& grad_in, Tensor& m,
-               Tensor& v) {
-  const kernels::AdamConfig c = kernel_config(config);
+void adam_step(const AdamConfig& c, Tensor& param, const Tensor& grad_in, Tensor& m, Tensor& v) {
   Tensor grad = grad_in.contiguous();
   check_state("adam_step", param, {&grad, &m, &v});
   dispatch(
