@@ -1,5 +1,6 @@
 // The caching allocators of host and CUDA memory, with counters (see allocator.h).
 #include "engine/allocator.h"
+#include "engine/device_scratch.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -235,7 +236,7 @@ void deallocate_pinned(void* ptr) {
   p.free_blocks.emplace(it->second.size, ptr);
 }
 
-void note_pinned_use(void* ptr, cudaStream_t stream) {
+void note_pinned_use(void* ptr, CUstream_st* stream) {
 #ifdef ND_WITH_CUDA
   PinnedPool& p = pinned_pool();
   std::lock_guard<std::mutex> lock(p.mutex);

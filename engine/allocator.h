@@ -13,7 +13,8 @@
 #include <vector>
 
 #include "engine/device.h"
-#include "kernels/common.h"
+
+struct CUstream_st;  // cudaStream_t without the kernels' or CUDA's headers
 
 namespace nd {
 
@@ -38,19 +39,7 @@ void* allocate_pinned(size_t bytes);
 void deallocate_pinned(void* p);
 // The block starting at `p` is read by work queued on `stream`: it is not reused before that
 // work has finished.
-void note_pinned_use(void* p, cudaStream_t stream);
+void note_pinned_use(void* p, CUstream_st* stream);
 AllocatorStats pinned_stats();
-
-// Scratch memory for one kernel call, backed by the allocator; released on destruction.
-class DeviceScratch : public kernels::Scratch {
- public:
-  explicit DeviceScratch(Device d) : device_(d) {}
-  ~DeviceScratch() override;
-  void* get(size_t bytes) override;
-
- private:
-  Device device_;
-  std::vector<std::pair<void*, size_t>> blocks_;
-};
 
 }  // namespace nd

@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "engine/cpu_backend.h"
+#include "engine/device_scratch.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/conv.h"

@@ -1,6 +1,7 @@
 // ops:: the fused network-deconvolution kernels (sampled covariance, covariance of rows,
 // Newton-Schulz inverse square root, weight folding) with their hand-derived backwards.
 #include "engine/cpu_backend.h"
+#include "engine/device_scratch.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/deconv.h"

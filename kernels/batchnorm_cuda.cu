@@ -41,7 +41,7 @@ __global__ void batch_norm_forward_kernel(const float* x, const float* __restric
                                           float* __restrict__ save_invstd, float* y,
                                           int64_t n_count, int64_t channels, int64_t spatial,
                                           float eps, float momentum, bool training) {
-  __shared__ float scratch[32];
+  ND_SHARED(float, scratch, [32]);
   const int64_t m = n_count * spatial;
   for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
     float mean, invstd;
@@ -88,7 +88,7 @@ __global__ void batch_norm_backward_kernel(const float* __restrict__ x,
                                            float* dx, float* __restrict__ dgamma,
                                            float* __restrict__ dbeta, int64_t n_count,
                                            int64_t channels, int64_t spatial, bool training) {
-  __shared__ float scratch[32];
+  ND_SHARED(float, scratch, [32]);
   const int64_t m = n_count * spatial;
   // Eval mode with no parameter gradients needs no per-channel sums (uniform over the block).
   const bool need_sums = training || dgamma != nullptr || dbeta != nullptr;
@@ -150,10 +150,9 @@ void batch_norm_forward_cuda(const BatchNormShape& sh, bool training, const floa
   const int64_t m = sh.n * sh.s;
   const int block = block_for(m);
   const int grid = grid_for(sh.c, 1);  // one block per channel
-  batch_norm_forward_kernel<<<grid, block, 0, s>>>(
-      x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, sh.n, sh.c, sh.s,
-      static_cast<float>(sh.eps), static_cast<float>(sh.momentum), training);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid, block, 0, s, batch_norm_forward_kernel)
+  (x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, sh.n, sh.c, sh.s,
+   static_cast<float>(sh.eps), static_cast<float>(sh.momentum), training);
 }
 
 void batch_norm_backward_cuda(const BatchNormShape& sh, bool training, const float* x,
@@ -165,9 +164,8 @@ void batch_norm_backward_cuda(const BatchNormShape& sh, bool training, const flo
   const int64_t m = sh.n * sh.s;
   const int block = block_for(m);
   const int grid = grid_for(sh.c, 1);
-  batch_norm_backward_kernel<<<grid, block, 0, s>>>(x, gamma, save_mean, save_invstd, dy, dx,
-                                                    dgamma, dbeta, sh.n, sh.c, sh.s, training);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid, block, 0, s, batch_norm_backward_kernel)
+  (x, gamma, save_mean, save_invstd, dy, dx, dgamma, dbeta, sh.n, sh.c, sh.s, training);
 }
 
 }  // namespace nd::kernels

@@ -104,8 +104,7 @@ template <typename Kernel>
 void launch_indexed(Kernel kernel32, Kernel kernel64, int64_t total, const float* in, float* out,
                     const Conv2dShape& s, cudaStream_t st) {
   const Kernel k = total <= INT_MAX ? kernel32 : kernel64;
-  k<<<grid_for(total, kBlock), kBlock, 0, st>>>(in, out, s, s.out_h(), s.out_w(), total);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, st, k)(in, out, s, s.out_h(), s.out_w(), total);
 }
 
 // ---- cuDNN descriptors and the per-shape plan cache ---------------------------------------------

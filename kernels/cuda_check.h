@@ -1,9 +1,9 @@
 // Check macros for CUDA-side code, plus the per-device library handles and the grid-size helper.
 // ND_CUDA_CHECK, ND_CUBLAS_CHECK, ND_CUDNN_CHECK and ND_CUSOLVER_CHECK throw nd::Error carrying the
 // failed statement and the library's error name and text (and file:line with ND_DEBUG=1); a
-// failed device allocation throws nd::OutOfMemoryError. ND_CUDA_CHECK_LAUNCH() checks the kernel
-// launch just made. Included only by .cu files: it pulls in the CUDA, cuBLAS, cuDNN and cuSOLVER
-// headers.
+// failed device allocation throws nd::OutOfMemoryError. Kernels launch through ND_LAUNCH
+// (kernels/cuda_launch.h), which checks the launch. Included only by .cu files: it pulls in the
+// CUDA, cuBLAS, cuDNN and cuSOLVER headers.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -15,6 +15,7 @@
 #include <string>
 
 #include "kernels/common.h"
+#include "kernels/cuda_launch.h"
 
 namespace nd::kernels {
 
@@ -118,9 +119,6 @@ inline int grid_for(int64_t n, int block) {
     if (nd_err_ != cudaSuccess)                                                    \
       ::nd::kernels::detail::throw_cuda_error(nd_err_, #stmt, __FILE__, __LINE__); \
   } while (0)
-
-// After a <<<...>>> launch: reports bad launch configurations (and earlier sticky faults).
-#define ND_CUDA_CHECK_LAUNCH() ND_CUDA_CHECK(cudaGetLastError())
 
 #define ND_CUBLAS_CHECK(stmt)                                                        \
   do {                                                                               \

@@ -13,6 +13,13 @@
 
 namespace nd::kernels {
 
+namespace detail {
+void throw_launch_error(cudaError_t e, const char* kernel, const char* file, int line) {
+  const std::string what = ::nd::detail::concat("launch of ", kernel);
+  throw_cuda_error(e, what.c_str(), file, line);
+}
+}  // namespace detail
+
 namespace {
 
 // Makes `device` current for one scope and restores the previous device afterwards.

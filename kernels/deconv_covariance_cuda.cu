@@ -160,8 +160,8 @@ __device__ __forceinline__ int64_t split_begin(int64_t positions, int64_t split,
 __global__ void __launch_bounds__(kBlock)
     patch_colsum_kernel(const float* __restrict__ x, Geo g, int64_t splits,
                         float* __restrict__ partial) {
-  __shared__ RowInfo rows[32];
-  __shared__ float red[8][32];
+  ND_SHARED(RowInfo, rows, [32]);
+  ND_SHARED(float, red, [8][32]);
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t f = static_cast<int64_t>(blockIdx.x) * 32 + tx;
   const bool valid = f < g.ncols;
@@ -219,9 +219,9 @@ __global__ void __launch_bounds__(kBlock)
   constexpr int kRowsPerPass = kBlock / kTile;  // rows one pass of 256 loads covers
   constexpr int kPasses = kChunk / kRowsPerPass;
   static_assert(kRowsPerPass * kPasses == kChunk, "tile and chunk must tile 256 threads");
-  __shared__ float as[kChunk][kTile];
-  __shared__ float bs[kChunk][kTile];
-  __shared__ RowInfo rows[kChunk];
+  ND_SHARED(float, as, [kChunk][kTile]);
+  ND_SHARED(float, bs, [kChunk][kTile]);
+  ND_SHARED(RowInfo, rows, [kChunk]);
 
   // Linear tile index -> (ti, tj), ti <= tj, row by row of the upper triangle.
   int t = static_cast<int>(blockIdx.x), ti = 0;
@@ -336,20 +336,17 @@ void launch_syrk(const float* x, const float* mean, const Geo& g, double eps, fl
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(g.mats),
                   static_cast<unsigned>(splits));
   if (splits == 1) {
-    sampled_syrk_kernel<MT><<<grid, kBlock, 0, st>>>(x, mean, g, static_cast<int>(nt), 1, scale,
-                                                     static_cast<float>(eps), true, cov);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(grid, kBlock, 0, st, sampled_syrk_kernel<MT>)
+    (x, mean, g, static_cast<int>(nt), 1, scale, static_cast<float>(eps), true, cov);
     return;
   }
   const int64_t elems = splits * g.mats * g.nf * g.nf;
   float* partial = static_cast<float*>(scratch.get(sizeof(float) * elems));
-  sampled_syrk_kernel<MT><<<grid, kBlock, 0, st>>>(x, mean, g, static_cast<int>(nt), splits, scale,
-                                                   static_cast<float>(eps), false, partial);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid, kBlock, 0, st, sampled_syrk_kernel<MT>)
+  (x, mean, g, static_cast<int>(nt), splits, scale, static_cast<float>(eps), false, partial);
   const int64_t total = g.mats * g.nf * g.nf;
-  cov_finalize_kernel<<<grid_for(total, kBlock), kBlock, 0, st>>>(
-      partial, g.mats, g.nf, splits, 1.0 / static_cast<double>(g.rows), eps, cov);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, st, cov_finalize_kernel)
+  (partial, g.mats, g.nf, splits, 1.0 / static_cast<double>(g.rows), eps, cov);
 }
 
 // ---- backward ----------------------------------------------------------------------------------
@@ -456,7 +453,7 @@ __global__ void scatter_pixels_kernel(const float* __restrict__ y, const float* 
 __global__ void __launch_bounds__(kBlock)
     rows_colsum_kernel(const float* __restrict__ x, int64_t rows, int64_t n, int64_t splits,
                        float* __restrict__ partial) {
-  __shared__ float red[8][32];
+  ND_SHARED(float, red, [8][32]);
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t q = static_cast<int64_t>(blockIdx.x) * 32 + tx;
   const int64_t split = blockIdx.y;
@@ -525,11 +522,11 @@ void rows_mean(int64_t rows, int64_t n, const float* x, float* mean, Scratch& sc
   int64_t splits = std::min(ceil_div(kTargetBlocks, bx), ceil_div(rows, kMinSumPositions));
   splits = std::clamp<int64_t>(splits, 1, 65535);
   float* partial = static_cast<float*>(scratch.get(sizeof(float) * splits * n));
-  rows_colsum_kernel<<<dim3(static_cast<unsigned>(bx), static_cast<unsigned>(splits)), dim3(32, 8),
-                       0, st>>>(x, rows, n, splits, partial);
-  ND_CUDA_CHECK_LAUNCH();
-  rows_mean_finalize_kernel<<<grid_for(n, kBlock), kBlock, 0, st>>>(partial, rows, n, splits, mean);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(dim3(static_cast<unsigned>(bx), static_cast<unsigned>(splits)), dim3(32, 8), 0, st,
+            rows_colsum_kernel)
+  (x, rows, n, splits, partial);
+  ND_LAUNCH(grid_for(n, kBlock), kBlock, 0, st, rows_mean_finalize_kernel)
+  (partial, rows, n, splits, mean);
 }
 
 }  // namespace
@@ -546,12 +543,11 @@ void covariance_sampled_forward_cuda(const SampledCovShape& s, double eps, const
   int64_t msplits = std::min(ceil_div(kTargetBlocks, bx), ceil_div(g.positions, kMinSumPositions));
   msplits = std::clamp<int64_t>(msplits, 1, 65535);
   float* partial = static_cast<float*>(scratch.get(sizeof(float) * msplits * g.ncols));
-  patch_colsum_kernel<<<dim3(static_cast<unsigned>(bx), static_cast<unsigned>(msplits)),
-                        dim3(32, 8), 0, st>>>(x, g, msplits, partial);
-  ND_CUDA_CHECK_LAUNCH();
-  mean_finalize_kernel<<<grid_for(g.mats * g.nf, kBlock), kBlock, 0, st>>>(partial, g, msplits,
-                                                                           mean);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(dim3(static_cast<unsigned>(bx), static_cast<unsigned>(msplits)), dim3(32, 8), 0, st,
+            patch_colsum_kernel)
+  (x, g, msplits, partial);
+  ND_LAUNCH(grid_for(g.mats * g.nf, kBlock), kBlock, 0, st, mean_finalize_kernel)
+  (partial, g, msplits, mean);
   // 2. Centred Xc^T Xc / R + eps I by the implicit-GEMM SYRK; small tiles for small matrices.
   if (g.nf <= 16) {
     launch_syrk<1>(x, mean, g, eps, cov, scratch, st);
@@ -579,17 +575,15 @@ void covariance_sampled_backward_cuda(const SampledCovShape& s, const float* x, 
                       g.first + g.positions * g.stride * g.stride <= limit;
   // 1. Xc, gathered through the sampling map.
   if (fits32) {
-    gather_centred_kernel<int32_t>
-        <<<grid_for(xc_elems, kBlock), kBlock, 0, st>>>(x, mean, g, xc_elems, xc);
+    ND_LAUNCH(grid_for(xc_elems, kBlock), kBlock, 0, st, gather_centred_kernel<int32_t>)
+    (x, mean, g, xc_elems, xc);
   } else {
-    gather_centred_kernel<int64_t>
-        <<<grid_for(xc_elems, kBlock), kBlock, 0, st>>>(x, mean, g, xc_elems, xc);
+    ND_LAUNCH(grid_for(xc_elems, kBlock), kBlock, 0, st, gather_centred_kernel<int64_t>)
+    (x, mean, g, xc_elems, xc);
   }
-  ND_CUDA_CHECK_LAUNCH();
   // 2. G = dcov + dcov^T.
-  symmetrize_kernel<<<grid_for(g.mats * g.nf * g.nf, kBlock), kBlock, 0, st>>>(dcov, g.mats, g.nf,
-                                                                               gsym);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(g.mats * g.nf * g.nf, kBlock), kBlock, 0, st, symmetrize_kernel)
+  (dcov, g.mats, g.nf, gsym);
   // 3. Y (R, nf) = Xc (R, nf) G (nf, nf) / R per matrix. Column-major cuBLAS sees the row-major
   // Y, Xc as Y^T, Xc^T (nf x R, ld nf) and G as G^T = G, so Y^T = G Xc^T.
   const float alpha = static_cast<float>(1.0 / static_cast<double>(g.rows)), beta = 0.0f;
@@ -600,13 +594,12 @@ void covariance_sampled_backward_cuda(const SampledCovShape& s, const float* x, 
       nf, static_cast<long long>(g.rows * g.nf), static_cast<int>(g.mats)));
   // 4. Every pixel of dx gathers what it contributed (0 when never sampled).
   if (fits32) {
-    scatter_pixels_kernel<int32_t>
-        <<<grid_for(x_elems, kBlock), kBlock, 0, st>>>(y, dmean, g, alpha, x_elems, dx);
+    ND_LAUNCH(grid_for(x_elems, kBlock), kBlock, 0, st, scatter_pixels_kernel<int32_t>)
+    (y, dmean, g, alpha, x_elems, dx);
   } else {
-    scatter_pixels_kernel<int64_t>
-        <<<grid_for(x_elems, kBlock), kBlock, 0, st>>>(y, dmean, g, alpha, x_elems, dx);
+    ND_LAUNCH(grid_for(x_elems, kBlock), kBlock, 0, st, scatter_pixels_kernel<int64_t>)
+    (y, dmean, g, alpha, x_elems, dx);
   }
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 // ---- covariance of rows ------------------------------------------------------------------------
@@ -619,16 +612,15 @@ void covariance_rows_forward_cuda(int64_t rows, int64_t n, double eps, const flo
   rows_mean(rows, n, x, mean, scratch, st);
   const int64_t total = rows * n;
   float* xc = static_cast<float*>(scratch.get(sizeof(float) * total));
-  centre_rows_kernel<<<grid_for(total, kBlock), kBlock, 0, st>>>(x, mean, n, total, xc);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, st, centre_rows_kernel)(x, mean, n, total, xc);
   // Column-major cuBLAS sees the row-major Xc (rows, n) as Xc^T (n x rows, ld n), so
   // C = A A^T with A = Xc^T is Xc^T Xc; its upper triangle (column-major) is filled.
   const float alpha = static_cast<float>(1.0 / static_cast<double>(rows)), beta = 0.0f;
   ND_CUBLAS_CHECK(cublasSsyrk(cublas_handle(st), CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
                               static_cast<int>(n), static_cast<int>(rows), &alpha, xc,
                               static_cast<int>(n), &beta, cov, static_cast<int>(n)));
-  mirror_eps_kernel<<<grid_for(n * n, kBlock), kBlock, 0, st>>>(cov, n, static_cast<float>(eps));
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(n * n, kBlock), kBlock, 0, st, mirror_eps_kernel)
+  (cov, n, static_cast<float>(eps));
 }
 
 // dx (rows, n) from dcov (n, n) and dmean (n; may be null).
@@ -640,13 +632,11 @@ void covariance_rows_backward_cuda(int64_t rows, int64_t n, const float* x, cons
   const int64_t total = rows * n;
   float* xc = static_cast<float*>(scratch.get(sizeof(float) * total));
   float* gsym = static_cast<float*>(scratch.get(sizeof(float) * n * n));
-  centre_rows_kernel<<<grid_for(total, kBlock), kBlock, 0, st>>>(x, mean, n, total, xc);
-  ND_CUDA_CHECK_LAUNCH();
-  symmetrize_kernel<<<grid_for(n * n, kBlock), kBlock, 0, st>>>(dcov, 1, n, gsym);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, st, centre_rows_kernel)(x, mean, n, total, xc);
+  ND_LAUNCH(grid_for(n * n, kBlock), kBlock, 0, st, symmetrize_kernel)(dcov, 1, n, gsym);
   const float inv_rows = static_cast<float>(1.0 / static_cast<double>(rows));
-  fill_dmean_kernel<<<grid_for(total, kBlock), kBlock, 0, st>>>(dmean, n, total, inv_rows, dx);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, st, fill_dmean_kernel)
+  (dmean, n, total, inv_rows, dx);
   // dx (rows, n) += Xc G / rows: column-major dx^T = G^T Xc^T = G Xc^T (G symmetric).
   const float beta = 1.0f;
   const int ni = static_cast<int>(n);

@@ -77,8 +77,8 @@ __device__ __forceinline__ float sm_dot(const float* A, const float* B, int r, i
 __global__ void __launch_bounds__(1024)
     ns_small_forward_kernel(int64_t count, int n, int iters, const float* a, float* d,
                             float* __restrict__ saved) {
-  extern __shared__ float smem[];
-  __shared__ float red[32];
+  ND_DYNAMIC_SHARED(float, smem);
+  ND_SHARED(float, red, [32]);
   const int ld = n + 1, msz = n * ld, nn = n * n;
   float* y = smem;
   float* z = y + msz;
@@ -136,8 +136,8 @@ __global__ void __launch_bounds__(1024)
 __global__ void __launch_bounds__(1024)
     ns_small_backward_kernel(int64_t count, int n, int iters, const float* a,
                              const float* __restrict__ saved, const float* dd, float* da) {
-  extern __shared__ float smem[];
-  __shared__ float red[32];
+  ND_DYNAMIC_SHARED(float, smem);
+  ND_SHARED(float, red, [32]);
   const int ld = n + 1, msz = n * ld, nn = n * n;
   float* y = smem;
   float* z = y + msz;
@@ -235,7 +235,7 @@ __global__ void ns_dot_partial_kernel(int64_t count, int64_t nn, const float* __
                                       const float* __restrict__ yv, float* __restrict__ partial,
                                       const float* __restrict__ norm,
                                       float* __restrict__ x_scaled) {
-  __shared__ float red[32];
+  ND_SHARED(float, red, [32]);
   const int bpm = gridDim.x;
   for (int64_t m = blockIdx.y; m < count; m += gridDim.y) {
     const float* xm = x + m * nn;
@@ -257,8 +257,8 @@ void launch_dot_partial(int64_t count, int64_t nn, const float* x, const float* 
                         int bpm, const float* norm, float* x_scaled, cudaStream_t st) {
   const dim3 grid(static_cast<unsigned>(bpm),
                   static_cast<unsigned>(std::min<int64_t>(count, kMaxGridY)));
-  ns_dot_partial_kernel<<<grid, kReduceBlock, 0, st>>>(count, nn, x, yv, partial, norm, x_scaled);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid, kReduceBlock, 0, st, ns_dot_partial_kernel)
+  (count, nn, x, yv, partial, norm, x_scaled);
 }
 
 // norm[m] = sqrt(sum of the partial sums of squares of matrix m), in a fixed order.
@@ -388,9 +388,8 @@ void newton_schulz_forward_cuda(int64_t count, int64_t n, int64_t iters, const f
     saved = scratch_array<float>(scratch, newton_schulz_saved_elems(count, n, iters));
   if (n <= kSmallN) {
     const size_t smem = 5 * size_t(n) * size_t(n + 1) * sizeof(float);
-    ns_small_forward_kernel<<<matrix_grid(count), small_threads(n), smem, st>>>(
-        count, static_cast<int>(n), static_cast<int>(iters), a, d, saved);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(matrix_grid(count), small_threads(n), smem, st, ns_small_forward_kernel)
+    (count, static_cast<int>(n), static_cast<int>(iters), a, d, saved);
     return;
   }
   const int eg = grid_for(S, kElemBlock);
@@ -398,12 +397,10 @@ void newton_schulz_forward_cuda(int64_t count, int64_t n, int64_t iters, const f
   const int bpm = reduce_blocks(nn);
   float* partial = scratch_array<float>(scratch, count * bpm);
   launch_dot_partial(count, nn, a, a, partial, bpm, nullptr, nullptr, st);
-  ns_norm_finish_kernel<<<grid_for(count, kElemBlock), kElemBlock, 0, st>>>(count, bpm, partial,
-                                                                            norm);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(count, kElemBlock), kElemBlock, 0, st, ns_norm_finish_kernel)
+  (count, bpm, partial, norm);
   if (iters == 0) {
-    ns_scale_kernel<<<eg, kElemBlock, 0, st>>>(S, n, norm, d, true);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(eg, kElemBlock, 0, st, ns_scale_kernel)(S, n, norm, d, true);
     return;
   }
   const SquareGemm mm{count, n, st};
@@ -411,22 +408,19 @@ void newton_schulz_forward_cuda(int64_t count, int64_t n, int64_t iters, const f
   auto Z = [&](int64_t i) { return saved + (2 * i + 1) * S; };
   // Step 0 (Z_0 = I): T_0 = 1.5 I - 0.5 Y_0 and Z_1 = T_0, written straight to Z_1 (or to d).
   float* t0 = iters > 1 ? Z(1) : d;
-  ns_init_kernel<<<eg, kElemBlock, 0, st>>>(S, n, a, norm, Y(0), Z(0), t0);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(eg, kElemBlock, 0, st, ns_init_kernel)(S, n, a, norm, Y(0), Z(0), t0);
   if (iters > 1) {
     mm(false, false, 1.0, Y(0), t0, 0.0, Y(1));  // Y_1 = Y_0 T_0
     float* t = scratch_array<float>(scratch, S);
     for (int64_t i = 1; i < iters; ++i) {
       mm(false, false, 1.0, Z(i), Y(i), 0.0, t);  // P = Z Y
-      ns_make_t_kernel<<<eg, kElemBlock, 0, st>>>(S, n, t, t);
-      ND_CUDA_CHECK_LAUNCH();
+      ND_LAUNCH(eg, kElemBlock, 0, st, ns_make_t_kernel)(S, n, t, t);
       const bool last = i == iters - 1;
       if (!last) mm(false, false, 1.0, Y(i), t, 0.0, Y(i + 1));  // Y_{i+1} = Y T
       mm(false, false, 1.0, t, Z(i), 0.0, last ? d : Z(i + 1));  // Z_{i+1} = T Z
     }
   }
-  ns_scale_kernel<<<eg, kElemBlock, 0, st>>>(S, n, norm, d, false);  // D = Z_n / sqrt(a)
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(eg, kElemBlock, 0, st, ns_scale_kernel)(S, n, norm, d, false);  // D = Z_n / sqrt(a)
 }
 
 void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const float* a,
@@ -437,9 +431,8 @@ void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const 
   const int64_t nn = n * n, S = count * nn;
   if (n <= kSmallN) {
     const size_t smem = 8 * size_t(n) * size_t(n + 1) * sizeof(float);
-    ns_small_backward_kernel<<<matrix_grid(count), small_threads(n), smem, st>>>(
-        count, static_cast<int>(n), static_cast<int>(iters), a, saved, dd, da);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(matrix_grid(count), small_threads(n), smem, st, ns_small_backward_kernel)
+    (count, static_cast<int>(n), static_cast<int>(iters), a, saved, dd, da);
     return;
   }
   const int eg = grid_for(S, kElemBlock);
@@ -450,14 +443,11 @@ void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const 
   float* coef = scratch_array<float>(scratch, count);
   if (iters == 0) {  // D = I / sqrt(a): s1 = trace(dD), dY_0 = 0
     float* eye = scratch_array<float>(scratch, S);
-    ns_identity_kernel<<<eg, kElemBlock, 0, st>>>(S, n, eye);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(eg, kElemBlock, 0, st, ns_identity_kernel)(S, n, eye);
     launch_dot_partial(count, nn, dd, eye, p1, bpm, nullptr, nullptr, st);
-    ns_coef_kernel<<<grid_for(count, kElemBlock), kElemBlock, 0, st>>>(count, bpm, p1, nullptr,
-                                                                       norm, coef);
-    ND_CUDA_CHECK_LAUNCH();
-    ns_grad_input_kernel<<<eg, kElemBlock, 0, st>>>(S, nn, a, nullptr, norm, coef, da);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(grid_for(count, kElemBlock), kElemBlock, 0, st, ns_coef_kernel)
+    (count, bpm, p1, nullptr, norm, coef);
+    ND_LAUNCH(eg, kElemBlock, 0, st, ns_grad_input_kernel)(S, nn, a, nullptr, norm, coef, da);
     return;
   }
   const SquareGemm mm{count, n, st};
@@ -473,12 +463,10 @@ void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const 
   for (int64_t i = iters - 1; i >= 0; --i) {
     // T_i = 1.5 I - 0.5 Z_i Y_i (Z_0 = I)
     if (i == 0) {
-      ns_make_t_kernel<<<eg, kElemBlock, 0, st>>>(S, n, Y(0), t);
-      ND_CUDA_CHECK_LAUNCH();
+      ND_LAUNCH(eg, kElemBlock, 0, st, ns_make_t_kernel)(S, n, Y(0), t);
     } else {
       mm(false, false, 1.0, Z(i), Y(i), 0.0, t);
-      ns_make_t_kernel<<<eg, kElemBlock, 0, st>>>(S, n, t, t);
-      ND_CUDA_CHECK_LAUNCH();
+      ND_LAUNCH(eg, kElemBlock, 0, st, ns_make_t_kernel)(S, n, t, t);
     }
     if (i == iters - 1) {   // s1 = sum(dD * Z_n) with Z_n = T Z; dZ_n = dD / sqrt(a)
       const float* zn = t;  // Z_1 = T_0
@@ -490,8 +478,7 @@ void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const 
     }
     // dT = dZ' Z^T + Y^T dY'
     if (i == 0) {
-      ns_axpby_kernel<<<eg, kElemBlock, 0, st>>>(S, 1.0f, dz, 0.0f, dt);
-      ND_CUDA_CHECK_LAUNCH();
+      ND_LAUNCH(eg, kElemBlock, 0, st, ns_axpby_kernel)(S, 1.0f, dz, 0.0f, dt);
     } else {
       mm(false, true, 1.0, dz, Z(i), 0.0, dt);
     }
@@ -499,8 +486,7 @@ void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const 
     // dY = dY' T^T - 0.5 Z^T dT
     if (has_dy) mm(false, true, 1.0, dy, t, 0.0, dy2);
     if (i == 0) {
-      ns_axpby_kernel<<<eg, kElemBlock, 0, st>>>(S, -0.5f, dt, has_dy ? 1.0f : 0.0f, dy2);
-      ND_CUDA_CHECK_LAUNCH();
+      ND_LAUNCH(eg, kElemBlock, 0, st, ns_axpby_kernel)(S, -0.5f, dt, has_dy ? 1.0f : 0.0f, dy2);
     } else {
       mm(true, false, -0.5, Z(i), dt, has_dy ? 1.0 : 0.0, dy2);
     }
@@ -515,11 +501,9 @@ void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const 
   }
   // Y_0 = A / a, a = ||A||_F
   launch_dot_partial(count, nn, dy, a, p2, bpm, nullptr, nullptr, st);
-  ns_coef_kernel<<<grid_for(count, kElemBlock), kElemBlock, 0, st>>>(count, bpm, p1, p2, norm,
-                                                                     coef);
-  ND_CUDA_CHECK_LAUNCH();
-  ns_grad_input_kernel<<<eg, kElemBlock, 0, st>>>(S, nn, a, dy, norm, coef, da);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(count, kElemBlock), kElemBlock, 0, st, ns_coef_kernel)
+  (count, bpm, p1, p2, norm, coef);
+  ND_LAUNCH(eg, kElemBlock, 0, st, ns_grad_input_kernel)(S, nn, a, dy, norm, coef, da);
 }
 
 // ------------------------------------------------------------------ folding
@@ -601,9 +585,8 @@ std::pair<const float*, float*> block_row_operands(const FoldShape& s, const flo
   if (s.blocks == 1) return {w, out};
   const int64_t total = s.o * s.row(), og = s.o / s.groups;
   float* gathered = scratch_array<float>(scratch, total);
-  fold_gather_kernel<<<grid_for(total, kElemBlock), kElemBlock, 0, st>>>(
-      total, s.nf, s.blocks, og, w, nullptr, nullptr, gathered);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(total, kElemBlock), kElemBlock, 0, st, fold_gather_kernel)
+  (total, s.nf, s.blocks, og, w, nullptr, nullptr, gathered);
   return {gathered, scratch_array<float>(scratch, total)};
 }
 
@@ -620,16 +603,14 @@ void fold_forward_cuda(const FoldShape& s, const float* w, const float* bias, co
   grouped_gemm(s.groups, false, false, rows, s.nf, s.nf, wb, s.nf, rows * s.nf, d, s.nf,
                s.nf * s.nf, wb_out, s.nf, rows * s.nf, st);
   if (s.blocks > 1) {
-    fold_scatter_kernel<<<grid_for(total, kElemBlock), kElemBlock, 0, st>>>(total, s.nf, s.blocks,
-                                                                            wb_out, w_out);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(grid_for(total, kElemBlock), kElemBlock, 0, st, fold_scatter_kernel)
+    (total, s.nf, s.blocks, wb_out, w_out);
   }
   constexpr int kWarpsPerBlock = 8;
   const int grid =
       static_cast<int>(std::clamp<int64_t>((s.o + kWarpsPerBlock - 1) / kWarpsPerBlock, 1, 16384));
-  fold_bias_kernel<<<grid, kWarpsPerBlock * 32, 0, st>>>(s.o, s.nf, s.blocks, og, w_out, bias, mu,
-                                                         bias_out);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid, kWarpsPerBlock * 32, 0, st, fold_bias_kernel)
+  (s.o, s.nf, s.blocks, og, w_out, bias, mu, bias_out);
 }
 
 void fold_backward_cuda(const FoldShape& s, const float* w, const float* d, const float* mu,
@@ -645,16 +626,14 @@ void fold_backward_cuda(const FoldShape& s, const float* w, const float* d, cons
   const int eg = grid_for(total, kElemBlock);
   // G = dW' - dbias' mu as block rows (O * blocks, nf)
   float* g = scratch_array<float>(scratch, total);
-  fold_gather_kernel<<<eg, kElemBlock, 0, st>>>(total, s.nf, s.blocks, og, dw_out, dbias_out, mu,
-                                                g);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(eg, kElemBlock, 0, st, fold_gather_kernel)
+  (total, s.nf, s.blocks, og, dw_out, dbias_out, mu, g);
   const auto [wb, dwb] = block_row_operands(s, w, dw, scratch, st);
   // dW_g (rows, nf) = G_g D_g^T
   grouped_gemm(s.groups, false, true, rows, s.nf, s.nf, g, s.nf, rows * s.nf, d, s.nf, s.nf * s.nf,
                dwb, s.nf, rows * s.nf, st);
   if (s.blocks > 1) {
-    fold_scatter_kernel<<<eg, kElemBlock, 0, st>>>(total, s.nf, s.blocks, dwb, dw);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(eg, kElemBlock, 0, st, fold_scatter_kernel)(total, s.nf, s.blocks, dwb, dw);
   }
   // dD_g (nf, nf) = W_g^T G_g
   grouped_gemm(s.groups, true, false, s.nf, s.nf, rows, wb, s.nf, rows * s.nf, g, s.nf, rows * s.nf,
@@ -662,9 +641,8 @@ void fold_backward_cuda(const FoldShape& s, const float* w, const float* d, cons
   // v_g (L) = W'_g^T dbias'_g over the og outputs of the group, then dmu = -(sum over blocks)
   float* v = scratch_array<float>(scratch, s.groups * L);
   grouped_gemm(s.groups, true, false, L, 1, og, w_out, L, og * L, dbias_out, 1, og, v, 1, L, st);
-  fold_dmu_kernel<<<grid_for(s.groups * s.nf, kElemBlock), kElemBlock, 0, st>>>(
-      s.groups * s.nf, s.nf, s.blocks, v, dmu);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(s.groups * s.nf, kElemBlock), kElemBlock, 0, st, fold_dmu_kernel)
+  (s.groups * s.nf, s.nf, s.blocks, v, dmu);
 }
 
 }  // namespace nd::kernels

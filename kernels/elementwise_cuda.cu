@@ -209,19 +209,17 @@ void launch_binary(const float* a, const float* b, float* out, const BroadcastLa
   const int grid = grid_for(n, kBlock);
   const bool contiguous = l.ndim == 0 || (l.ndim == 1 && l.stride_a[0] == 1 && l.stride_b[0] == 1);
   if (contiguous) {
-    binary_contiguous_kernel<Op><<<grid, kBlock, 0, s>>>(a, b, out, n);
+    ND_LAUNCH(grid, kBlock, 0, s, binary_contiguous_kernel<Op>)(a, b, out, n);
   } else if (n <= kInt32Max) {
-    binary_strided_kernel<Op, int32_t><<<grid, kBlock, 0, s>>>(a, b, out, l, n);
+    ND_LAUNCH(grid, kBlock, 0, s, binary_strided_kernel<Op, int32_t>)(a, b, out, l, n);
   } else {
-    binary_strided_kernel<Op, int64_t><<<grid, kBlock, 0, s>>>(a, b, out, l, n);
+    ND_LAUNCH(grid, kBlock, 0, s, binary_strided_kernel<Op, int64_t>)(a, b, out, l, n);
   }
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
 void launch_fill(void* y, int64_t n, T value, cudaStream_t s) {
-  fill_kernel<T><<<grid_for(n, kBlock), kBlock, 0, s>>>(static_cast<T*>(y), n, value);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(n, kBlock), kBlock, 0, s, fill_kernel<T>)(static_cast<T*>(y), n, value);
 }
 
 template <typename T, bool kScatter>
@@ -231,18 +229,16 @@ void launch_copy_strided(const void* src, void* dst, const StridedLayout& l, int
   const T* from = static_cast<const T*>(src);
   T* to = static_cast<T*>(dst);
   if (n <= kInt32Max) {
-    copy_strided_kernel<T, int32_t, kScatter><<<grid, kBlock, 0, s>>>(from, to, l, n);
+    ND_LAUNCH(grid, kBlock, 0, s, copy_strided_kernel<T, int32_t, kScatter>)(from, to, l, n);
   } else {
-    copy_strided_kernel<T, int64_t, kScatter><<<grid, kBlock, 0, s>>>(from, to, l, n);
+    ND_LAUNCH(grid, kBlock, 0, s, copy_strided_kernel<T, int64_t, kScatter>)(from, to, l, n);
   }
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 template <typename From, typename To>
 void launch_cast(const void* src, void* dst, int64_t n, cudaStream_t s) {
-  cast_kernel<From, To><<<grid_for(n, kBlock), kBlock, 0, s>>>(static_cast<const From*>(src),
-                                                               static_cast<To*>(dst), n);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(n, kBlock), kBlock, 0, s, cast_kernel<From, To>)
+  (static_cast<const From*>(src), static_cast<To*>(dst), n);
 }
 
 template <typename From>
@@ -302,9 +298,8 @@ void unary_forward_cuda(UnaryOp op, const float* x, float* y, int64_t n, cudaStr
   if (n <= 0) return;
   const int grid = grid_for(n, kBlock);
   with_unary_op(op, [&](auto tag) {
-    unary_forward_kernel<decltype(tag)::value><<<grid, kBlock, 0, s>>>(x, y, n);
+    ND_LAUNCH(grid, kBlock, 0, s, unary_forward_kernel<decltype(tag)::value>)(x, y, n);
   });
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 void unary_backward_cuda(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
@@ -312,9 +307,8 @@ void unary_backward_cuda(UnaryOp op, const float* x, const float* y, const float
   if (n <= 0) return;
   const int grid = grid_for(n, kBlock);
   with_unary_op(op, [&](auto tag) {
-    unary_backward_kernel<decltype(tag)::value><<<grid, kBlock, 0, s>>>(x, y, dy, dx, n);
+    ND_LAUNCH(grid, kBlock, 0, s, unary_backward_kernel<decltype(tag)::value>)(x, y, dy, dx, n);
   });
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 void binary_forward_cuda(BinaryOp op, const float* a, const float* b, float* out,
@@ -341,9 +335,8 @@ void binary_forward_cuda(BinaryOp op, const float* a, const float* b, float* out
 
 void affine_cuda(const float* x, float* y, int64_t n, double alpha, double beta, cudaStream_t s) {
   if (n <= 0) return;
-  affine_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(x, y, n, static_cast<float>(alpha),
-                                                       static_cast<float>(beta));
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(n, kBlock), kBlock, 0, s, affine_kernel)
+  (x, y, n, static_cast<float>(alpha), static_cast<float>(beta));
 }
 
 void fill_cuda(void* y, DType t, int64_t n, double value, cudaStream_t s) {
@@ -377,8 +370,8 @@ namespace {
 template <bool kScatter>
 void copy_strided_any(const char* what, const void* src, void* dst, DType t,
                       const StridedLayout& in, cudaStream_t s) {
-  ND_CHECK(in.ndim >= 0 && in.ndim <= kMaxDims, what, ": ndim ", in.ndim, " outside [0, ",
-           kMaxDims, "]");
+  ND_CHECK(in.ndim >= 0 && in.ndim <= kMaxDims, what, ": ndim ", in.ndim, " outside [0, ", kMaxDims,
+           "]");
   const int64_t n = in.numel();
   if (n <= 0) return;
   const size_t esize = dtype_size(t);

@@ -30,7 +30,7 @@ template <LossKind Kind>
 __global__ void loss_forward_kernel(const float* __restrict__ logits,
                                     const int64_t* __restrict__ labels, int64_t n, int64_t k,
                                     float* __restrict__ loss) {
-  __shared__ float warp_totals[32];
+  ND_SHARED(float, warp_totals, [32]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   float total = 0.0f;
   for (int64_t r = warp; r < n; r += warps) {
@@ -103,15 +103,15 @@ void loss_forward_cuda(LossKind kind, const float* logits, const int64_t* labels
   constexpr int kBlock = 1024;  // 32 warps: one block covers tens of thousands of rows quickly
   switch (kind) {
     case LossKind::CrossEntropy:
-      loss_forward_kernel<LossKind::CrossEntropy><<<1, kBlock, 0, s>>>(logits, labels, n, k, loss);
+      ND_LAUNCH(1, kBlock, 0, s, loss_forward_kernel<LossKind::CrossEntropy>)
+      (logits, labels, n, k, loss);
       break;
     case LossKind::L2:
-      loss_forward_kernel<LossKind::L2><<<1, kBlock, 0, s>>>(logits, labels, n, k, loss);
+      ND_LAUNCH(1, kBlock, 0, s, loss_forward_kernel<LossKind::L2>)(logits, labels, n, k, loss);
       break;
     default:
       ND_FAIL("loss_forward_cuda: unknown loss kind ", static_cast<int>(kind));
   }
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 void loss_backward_cuda(LossKind kind, const float* logits, const int64_t* labels, int64_t n,
@@ -121,17 +121,16 @@ void loss_backward_cuda(LossKind kind, const float* logits, const int64_t* label
   constexpr int kBlock = 256;
   switch (kind) {
     case LossKind::CrossEntropy:
-      cross_entropy_backward_kernel<<<grid_for(n, kBlock / 32), kBlock, 0, s>>>(logits, labels, n,
-                                                                                k, dloss, dlogits);
+      ND_LAUNCH(grid_for(n, kBlock / 32), kBlock, 0, s, cross_entropy_backward_kernel)
+      (logits, labels, n, k, dloss, dlogits);
       break;
     case LossKind::L2:
-      l2_backward_kernel<<<grid_for(n * k, kBlock), kBlock, 0, s>>>(logits, labels, n, k, dloss,
-                                                                    dlogits);
+      ND_LAUNCH(grid_for(n * k, kBlock), kBlock, 0, s, l2_backward_kernel)
+      (logits, labels, n, k, dloss, dlogits);
       break;
     default:
       ND_FAIL("loss_backward_cuda: unknown loss kind ", static_cast<int>(kind));
   }
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace nd::kernels

@@ -44,9 +44,8 @@ void gemm_cuda(const GemmShape& g, double alpha, const float* a, const float* b,
   if (g.k == 0) {
     const int64_t total = g.batch * g.m * g.n;
     constexpr int kBlock = 256;
-    scale_c_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(c, g.m, g.n, g.ldc, g.stride_c, total,
-                                                              beta_f);
-    ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, s, scale_c_kernel)
+    (c, g.m, g.n, g.ldc, g.stride_c, total, beta_f);
     return;
   }
   const cublasOperation_t op_a = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;

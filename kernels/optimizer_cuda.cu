@@ -53,11 +53,10 @@ void sgd_step_cuda(const SgdConfig& c, float* p, const float* grad, float* buf, 
   const float wd = static_cast<float>(c.weight_decay);
   if (c.momentum != 0) {
     ND_CHECK(buf != nullptr, "sgd_step_cuda: momentum ", c.momentum, " needs a momentum buffer");
-    sgd_kernel<true><<<grid, kBlock, 0, s>>>(p, grad, buf, n, lr, mom, wd, c.first_step);
+    ND_LAUNCH(grid, kBlock, 0, s, sgd_kernel<true>)(p, grad, buf, n, lr, mom, wd, c.first_step);
   } else {  // momentum 0: the buffer is neither read nor written
-    sgd_kernel<false><<<grid, kBlock, 0, s>>>(p, grad, buf, n, lr, mom, wd, c.first_step);
+    ND_LAUNCH(grid, kBlock, 0, s, sgd_kernel<false>)(p, grad, buf, n, lr, mom, wd, c.first_step);
   }
-  ND_CUDA_CHECK_LAUNCH();
 }
 
 void adam_step_cuda(const AdamConfig& c, float* p, const float* grad, float* m, float* v, int64_t n,
@@ -68,10 +67,9 @@ void adam_step_cuda(const AdamConfig& c, float* p, const float* grad, float* m, 
   const double bc2 = 1.0 - std::pow(c.beta2, static_cast<double>(c.step));
   const float step_size = static_cast<float>(c.lr / bc1);
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  adam_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(
-      p, grad, m, v, n, static_cast<float>(c.beta1), static_cast<float>(c.beta2),
-      static_cast<float>(c.eps), static_cast<float>(c.weight_decay), step_size, bc2_sqrt);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(n, kBlock), kBlock, 0, s, adam_kernel)
+  (p, grad, m, v, n, static_cast<float>(c.beta1), static_cast<float>(c.beta2),
+   static_cast<float>(c.eps), static_cast<float>(c.weight_decay), step_size, bc2_sqrt);
 }
 
 }  // namespace nd::kernels

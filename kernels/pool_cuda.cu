@@ -243,7 +243,7 @@ __global__ void global_avg_pool_group_kernel(const float* __restrict__ x, float*
 // independent partial sums per thread, then block_sum.
 __global__ void global_avg_pool_block_kernel(const float* __restrict__ x, float* __restrict__ y,
                                              int64_t planes, int hw) {
-  __shared__ float scratch[32];
+  ND_SHARED(float, scratch, [32]);
   const int stride = blockDim.x;
   for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
     const float* src = x + p * hw;
@@ -300,10 +300,9 @@ template <typename K32, typename K64, typename... Args>
 void launch_flat(K32 kernel32, K64 kernel64, int64_t total, cudaStream_t st, Args... args) {
   if (total == 0) return;
   if (total <= INT_MAX)
-    kernel32<<<grid_for(total, kBlock), kBlock, 0, st>>>(args..., total);
+    ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, st, kernel32)(args..., total);
   else
-    kernel64<<<grid_for(total, kBlock), kBlock, 0, st>>>(args..., total);
-  ND_CUDA_CHECK_LAUNCH();
+    ND_LAUNCH(grid_for(total, kBlock), kBlock, 0, st, kernel64)(args..., total);
 }
 
 }  // namespace
@@ -343,15 +342,14 @@ void adaptive_avg_pool2d_forward_cuda(const AdaptivePool2dShape& s, const float*
     const int hw = static_cast<int>(s.h * s.w);
     if (hw >= kBlockPlaneMin) {
       const int blocks = static_cast<int>(std::min<int64_t>(planes, 65535));
-      global_avg_pool_block_kernel<<<blocks, kBlock, 0, st>>>(x, y, planes, hw);
+      ND_LAUNCH(blocks, kBlock, 0, st, global_avg_pool_block_kernel)(x, y, planes, hw);
     } else {
       int group = 1;
       while (group < hw && group < 32) group <<= 1;
       const int64_t warps = (planes + (32 / group) - 1) / (32 / group);
-      global_avg_pool_group_kernel<<<grid_for(warps * 32, kBlock), kBlock, 0, st>>>(x, y, planes,
-                                                                                    hw, group);
+      ND_LAUNCH(grid_for(warps * 32, kBlock), kBlock, 0, st, global_avg_pool_group_kernel)
+      (x, y, planes, hw, group);
     }
-    ND_CUDA_CHECK_LAUNCH();
     return;
   }
   const AdaptiveGeom g{static_cast<int>(s.h), static_cast<int>(s.w), static_cast<int>(s.out_h),

@@ -26,7 +26,7 @@ int next_pow2(int64_t v, int cap) {
 // are coalesced.
 __global__ void sum_axis_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
                                 int64_t inner, int64_t tiles_per_outer, int64_t tiles) {
-  extern __shared__ float partial[];  // [TZ][BY][TX]
+  ND_DYNAMIC_SHARED(float, partial);  // [TZ][BY][TX]
   const int tx = threadIdx.x, ty = threadIdx.y, tz = threadIdx.z;
   const int width = blockDim.x, by = blockDim.y, tz_count = blockDim.z;
   float* slab = partial + static_cast<int64_t>(tz) * by * width;
@@ -125,9 +125,8 @@ void sum_axis_cuda(const float* x, float* y, int64_t outer, int64_t n, int64_t i
   const int tz = std::max(1, std::min(64, 256 / (width * by)));
   const dim3 block(width, by, tz);
   const size_t shared = sizeof(float) * width * by * tz;
-  sum_axis_kernel<<<grid_for(tiles, tz), block, shared, s>>>(x, y, n, inner, tiles_per_outer,
-                                                             tiles);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(tiles, tz), block, shared, s, sum_axis_kernel)
+  (x, y, n, inner, tiles_per_outer, tiles);
 }
 
 void argmax_rows_cuda(const float* x, int64_t* idx, int64_t rows, int64_t cols, cudaStream_t s) {
@@ -135,8 +134,7 @@ void argmax_rows_cuda(const float* x, int64_t* idx, int64_t rows, int64_t cols, 
            ")");
   if (rows == 0) return;
   constexpr int kBlock = 256, kWarps = kBlock / 32;
-  argmax_rows_kernel<<<grid_for(rows, kWarps), kBlock, 0, s>>>(x, idx, rows, cols);
-  ND_CUDA_CHECK_LAUNCH();
+  ND_LAUNCH(grid_for(rows, kWarps), kBlock, 0, s, argmax_rows_kernel)(x, idx, rows, cols);
 }
 
 }  // namespace nd::kernels

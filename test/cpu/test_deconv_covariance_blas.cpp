@@ -9,7 +9,7 @@
 #include <limits>
 #include <vector>
 
-#include "engine/allocator.h"
+#include "engine/device_scratch.h"
 #include "kernels/cpu_threads.h"
 #include "kernels/deconv.h"
 #include "test/catch.h"

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/allocator.h"
+#include "engine/device_scratch.h"
 #include "engine/tensor.h"
 #include "kernels/cuda_runtime_api.h"
 #include "kernels/deconv.h"

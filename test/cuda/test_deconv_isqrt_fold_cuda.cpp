@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/allocator.h"
+#include "engine/device_scratch.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "kernels/cuda_runtime_api.h"
