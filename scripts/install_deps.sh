@@ -7,6 +7,7 @@ packages=(cmake g++ make catch2 libopenblas-dev zlib1g-dev libcli11-dev nlohmann
 packages+=(openmpi-bin libopenmpi-dev)  # data-parallel training and its tests (docs/distributed.md)
 packages+=(libjpeg62-turbo-dev)  # JPEG decoding safe on corrupt files (data/jpeg_decoder.h)
 packages+=(libdnnl-dev libopenblas-openmp-dev)  # CPU convolutions on oneDNN, one OpenMP pool with BLAS
+packages+=(libboost-context-dev)  # the device emulator's fibers (emu/, docs/gpu.md "Emulation")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
