@@ -22,7 +22,7 @@ Device rank_device(const std::string& spec) {
   const int world = comm::world_size();
   if (world == 1) return parse_device(spec);
   if (spec == "auto") {
-    if (comm::nccl_built() && cuda_device_count() > comm::local_rank())
+    if (comm::nccl_built() && !cuda_emulated() && cuda_device_count() > comm::local_rank())
       return Device::cuda(comm::local_rank());
     return Device::cpu();
   }

@@ -29,6 +29,14 @@ int cuda_device_count() {
 #endif
 }
 
+bool cuda_emulated() {
+#ifdef ND_CUDA_EMULATION
+  return true;
+#else
+  return false;
+#endif
+}
+
 void synchronize(Device d) {
 #ifdef ND_WITH_CUDA
   if (d.is_cuda()) kernels::cuda_synchronize(kernels::cuda_stream(d.index));
@@ -52,7 +60,8 @@ GpuMath gpu_math() {
 
 Device parse_device(const std::string& spec) {
   if (spec == "cpu") return Device::cpu();
-  if (spec == "auto") return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();
+  if (spec == "auto")
+    return cuda_device_count() > 0 && !cuda_emulated() ? Device::cuda(0) : Device::cpu();
   if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
     int index = 0;
     if (spec.size() > 5) {

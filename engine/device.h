@@ -27,6 +27,9 @@ struct Device {
 bool cuda_built();
 // Number of usable CUDA devices (0 without a driver, a device, or a CUDA build).
 int cuda_device_count();
+// True in the device-emulation build (emu/): its CUDA devices run on the CPU, for tests, so
+// --device auto does not pick them; --device cuda does.
+bool cuda_emulated();
 // Waits for all queued work on `d` (a no-op for the CPU), e.g. before reading a clock.
 void synchronize(Device d);
 // GPU math of convolutions and GEMMs (kernels/common.h): TF32 tensor cores (--tf32) and
