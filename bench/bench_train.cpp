@@ -96,6 +96,9 @@ struct Measurement {
   int64_t parameters = 0;
   std::optional<profile::Totals> profile;
   double profiled_step_ms = 0;  // mean step time of the profiled steps
+  // Per timed step on a CUDA device: kernel launches, library calls (-1: uncounted), host
+  // synchronisations and device allocations.
+  double launches = 0, library_calls = -1, host_syncs = 0, device_allocations = 0;
 };
 
 double median(std::vector<double> v) {
@@ -178,9 +181,17 @@ Measurement measure(const Options& o, Device device, const std::string& net_name
   }
   synchronize(device);
   const int64_t mallocs_before = allocator_stats(device).device_mallocs;
+  const profile::DeviceActivity before = profile::device_activity();
   StepTimer timer(device);
   const std::vector<double> ms = timer.time(o.steps, step);
+  const profile::DeviceActivity after = profile::device_activity();
   m.allocations = allocator_stats(device).device_mallocs - mallocs_before;
+  const double steps = std::max(1, o.steps);
+  m.launches = double(after.kernel_launches - before.kernel_launches) / steps;
+  if (after.library_calls >= 0)
+    m.library_calls = double(after.library_calls - before.library_calls) / steps;
+  m.host_syncs = double(after.host_syncs - before.host_syncs) / steps;
+  m.device_allocations = double(after.device_allocations - before.device_allocations) / steps;
   m.last_loss = last_loss.item();
   if (o.warmup == 0) m.first_loss = m.last_loss;
   m.median_ms = median(ms);
@@ -276,6 +287,23 @@ void print_profile(const Measurement& m, int steps) {
               100.0 * (step_ms - covered) / step_ms);
 }
 
+// What one training step asks of the device: on a GPU the launch and sync counts say how much
+// host overhead a step has; in the device-emulation build they are the numbers worth reading
+// (its times are the emulator's CPU times, not a GPU's).
+void print_activity(const std::vector<Measurement>& all) {
+  std::printf("\nper step on the device%s:\n",
+              cuda_emulated() ? " (device emulation: counts are exact, times are not a GPU's)"
+                                 : "");
+  std::printf("%-16s %-4s %14s %14s %11s %13s\n", "network", "norm", "kernel_launches",
+              "library_calls", "host_syncs", "device_allocs");
+  for (const Measurement& m : all) {
+    if (!m.ok) continue;
+    const std::string calls = m.library_calls >= 0 ? fmt("%.1f", m.library_calls) : "-";
+    std::printf("%-16s %-4s %14.1f %14s %11.1f %13.1f\n", m.net.c_str(), m.norm.c_str(),
+                m.launches, calls.c_str(), m.host_syncs, m.device_allocations);
+  }
+}
+
 nlohmann::json to_json(const Measurement& m) {
   nlohmann::json j;
   j["ok"] = m.ok;
@@ -288,6 +316,10 @@ nlohmann::json to_json(const Measurement& m) {
   j["images_per_s"] = m.images_per_s;
   j["peak_bytes"] = m.peak_bytes;
   j["allocations_after_warmup"] = m.allocations;
+  j["per_step"] = {{"kernel_launches", m.launches},
+                   {"library_calls", m.library_calls},
+                   {"host_syncs", m.host_syncs},
+                   {"device_allocations", m.device_allocations}};
   j["parameters"] = m.parameters;
   j["first_loss"] = std::isfinite(m.first_loss) ? nlohmann::json(m.first_loss) : nullptr;
   j["last_loss"] = std::isfinite(m.last_loss) ? nlohmann::json(m.last_loss) : nullptr;
@@ -436,6 +468,7 @@ int bench_main(int argc, char** argv) {
       if (m.ok && m.profile) {
         print_profile(m, o.steps);
       }
+  if (gpu) print_activity(all);
   std::printf("\nnd-bench-train: %zu measurements, %d failed\n", all.size(), failed);
   return failed > 0 ? 1 : 0;
 }

@@ -12,12 +12,15 @@
 namespace nd::kernels::detail {
 
 [[noreturn]] void throw_launch_error(cudaError_t e, const char* kernel, const char* file, int line);
+void count_kernel_launch();  // for cuda_activity()
 
 // Checks the launch of the full expression it is part of when it ends.
 class LaunchCheck {
  public:
   LaunchCheck(const char* kernel, const char* file, int line)
-      : kernel_(kernel), file_(file), line_(line) {}
+      : kernel_(kernel), file_(file), line_(line) {
+    count_kernel_launch();
+  }
   ~LaunchCheck() noexcept(false) {
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) throw_launch_error(e, kernel_, file_, line_);

@@ -13,7 +13,16 @@
 
 namespace nd::kernels {
 
+namespace {
+std::atomic<int64_t> g_kernel_launches{0};
+std::atomic<int64_t> g_device_mallocs{0};
+}  // namespace
+
 namespace detail {
+void count_kernel_launch() {
+  ++g_kernel_launches;
+}
+
 void throw_launch_error(cudaError_t e, const char* kernel, const char* file, int line) {
   const std::string what = ::nd::detail::concat("launch of ", kernel);
   throw_cuda_error(e, what.c_str(), file, line);
@@ -101,7 +110,10 @@ void* cuda_malloc(size_t bytes) {
   if (bytes == 0) return nullptr;
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, bytes);
-  if (e == cudaSuccess) return p;
+  if (e == cudaSuccess) {
+    ++g_device_mallocs;
+    return p;
+  }
   (void)cudaGetLastError();
   if (e != cudaErrorMemoryAllocation) {
     detail::throw_cuda_error(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
@@ -146,6 +158,31 @@ std::atomic<int64_t> g_host_syncs{0};
 
 int64_t cuda_host_syncs() {
   return g_host_syncs.load();
+}
+
+bool cuda_runtime_emulated() {
+#ifdef ND_CUDA_EMULATION_RUNTIME
+  return true;
+#else
+  return false;
+#endif
+}
+
+CudaActivity cuda_activity() {
+  CudaActivity a;
+#ifdef ND_CUDA_EMULATION_RUNTIME
+  // The emulator counts at the runtime and library APIs, below our wrappers.
+  const nd_emu::Counters c = nd_emu::counters();
+  a.kernel_launches = c.kernel_launches;
+  a.library_calls = c.library_calls;
+  a.host_syncs = c.host_syncs;
+  a.device_allocations = c.device_allocations;
+#else
+  a.kernel_launches = g_kernel_launches.load();
+  a.host_syncs = g_host_syncs.load();
+  a.device_allocations = g_device_mallocs.load();
+#endif
+  return a;
 }
 
 void cuda_memcpy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {

@@ -28,6 +28,19 @@ void cuda_synchronize(cudaStream_t s);
 // How many times the host has waited for a device so far (synchronize calls and
 // device-to-host copies): a training step should add none between its loss reads.
 int64_t cuda_host_syncs();
+// What the devices have been given so far: kernel launches (every ND_LAUNCH), library calls
+// (cuBLAS, cuDNN, cuSOLVER and NCCL work; counted by the device emulator only, -1 on a GPU), host
+// synchronisations (cuda_host_syncs() on a GPU, every stream, event and device wait of the
+// runtime in the emulator) and device allocations. nd-bench-train reports them per step.
+struct CudaActivity {
+  int64_t kernel_launches = 0;
+  int64_t library_calls = -1;
+  int64_t host_syncs = 0;
+  int64_t device_allocations = 0;
+};
+CudaActivity cuda_activity();
+// True when the CUDA runtime is the device emulator's (emu/): kernels run on the CPU.
+bool cuda_runtime_emulated();
 // The stream all engine work on `device` is queued on (created on first use).
 cudaStream_t cuda_stream(int device);
 // The stream host-to-device copies of `device` run on, beside the compute stream.
