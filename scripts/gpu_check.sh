@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one-call check for the lent GPU machine (one H100/H200, 16 cores, minutes at a time):
-#   bash scripts/gpu_check.sh             on the GPU machine (see README, "GPU check")
-#   bash scripts/gpu_check.sh --dry-run   the same plumbing on a machine without a GPU (CI)
+# A time-boxed check of the CUDA path on a machine with one NVIDIA GPU (sized for one H100 or
+# H200 and 16 cores: the default budget of 7 minutes covers the build as well):
+#   bash scripts/gpu_check.sh [--budget SECONDS] [--out DIR] [--data DIR] [--build-dir DIR]
+#                             [--jobs N] [--dry-run]
 # It builds only what it runs (nd_cuda_tests, the benchmarks, nd-train; CUDA with line info),
 # runs every Catch2 test case of nd_cuda_tests in its own process (CUDA_LAUNCH_BLOCKING=1, so a
 # sticky CUDA error fails only its own case, where it happened), compute-sanitizer memcheck over
@@ -9,14 +10,20 @@
 # then nd-bench-train (ResNet-18, VGG-16, DenseNet-121 at batch 128, BN and ND, FP32 and TF32,
 # and a ResNet-18 profile), nd-bench-deconv --quick, one Fashion-MNIST MLP epoch per norm, and
 # the MLP and ResNet-18 through the one-rank NCCL path against the plain runs.
-# Every step has its own timeout inside one budget (default 420 s); the summary (stdout, at
-# most ~10,000 characters) is printed even when steps time out or crash. $OUT (default
-# gpu-check-out/) receives gpu-check-logs.tar.gz (every log, capped at 16 MiB) and
-# summary.json; run directories and checkpoints stay in the build folder. Exit status 0 only
-# when every step passed. The dry run builds in build/ (what scripts/build.sh made), expects
-# every CUDA case to report "skipped" and runs the benchmarks on the CPU at tiny sizes.
-# Data the GPU machine lacks travels in .gpu_carry/ (scripts/gpu_carry.sh).
+#   --budget SECONDS  every step has its own timeout inside this budget (420)
+#   --out DIR         receives summary.txt, summary.json and gpu-check-logs.tar.gz (every log,
+#                     at most 16 MiB) (gpu-check-out/ in the repository)
+#   --data DIR        the Fashion-MNIST IDX files (/usr/share/datasets/fashion-mnist, which
+#                     scripts/install_deps.sh installs)
+#   --build-dir DIR   the build folder (build-gpu/; build/ with --dry-run); run folders and
+#                     checkpoints stay in DIR/gpu-check
+#   --jobs N          test cases run at once (8; 2 with --dry-run)
+#   --dry-run         the same plumbing on a machine without a GPU (CI): every CUDA case must
+#                     report "skipped", the benchmarks run on the CPU at tiny sizes
+# The summary (stdout, at most ~10,000 characters) is printed even when steps time out or
+# crash. Exit status 0 only when every step passed.
 set -uo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -24,26 +31,44 @@ dry=0
 build=""
 budget=420
 jobs=""
+out=""
+data=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
-    --build-dir) build=$2; shift ;;
-    --budget) budget=$2; shift ;;
-    --jobs) jobs=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --build-dir|--budget|--jobs|--out|--data)
+      [ $# -ge 2 ] || { echo "gpu_check.sh: $1 needs a value (try --help)" >&2; exit 2; }
+      case "$1" in
+        --build-dir) build=$2 ;;
+        --budget) budget=$2 ;;
+        --jobs) jobs=$2 ;;
+        --out) out=$2 ;;
+        --data) data=$2 ;;
+      esac
+      shift ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
+for n in "$budget" "${jobs:-1}"; do
+  case $n in ''|*[!0-9]*) echo "gpu_check.sh: '$n' is not a number of seconds or jobs" >&2; exit 2 ;; esac
+done
+# Folders given on the command line are relative to where it was called; the defaults are in
+# the repository.
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
 if [ -z "$build" ]; then
-  if [ $dry -eq 1 ]; then build=build; else build=build-gpu; fi
+  if [ $dry -eq 1 ]; then build=$root/build; else build=$root/build-gpu; fi
+else
+  build=$(absolute "$build")
 fi
+if [ -z "$out" ]; then out=$root/gpu-check-out; else out=$(absolute "$out"); fi
+if [ -z "$data" ]; then data=/usr/share/datasets/fashion-mnist; else data=$(absolute "$data"); fi
 cores=$(nproc 2>/dev/null || echo 2)
 [ -n "$jobs" ] || { if [ $dry -eq 1 ]; then jobs=2; else jobs=8; fi; }
 
-OUT=${OUT:-$root/gpu-check-out}
-mkdir -p "$OUT"
-work=$root/$build/gpu-check
+mkdir -p "$out"
+work=$build/gpu-check
 rm -rf "$work"
 mkdir -p "$work/logs" "$work/cases" "$work/bench" "$work/runs"
 steps=$work/steps.tsv
@@ -58,15 +83,16 @@ finish() {
   local rc=$?
   trap - EXIT INT TERM
   printf 'total\t%s\t%s\t%s\t\n' "done" "$rc" "$(($(date +%s) - start))" >>"$steps"
-  python3 "$root/scripts/gpu_check_report.py" --work "$work" --out "$OUT" --budget "$budget" \
+  python3 "$root/scripts/gpu_check_report.py" --work "$work" --out "$out" --budget "$budget" \
     --dry-run "$dry"
   local verdict=$?
+  cp "$work/summary.txt" "$out/" 2>/dev/null
   # One archive of every log (never checkpoints or run folders), under 16 MiB.
-  tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs cases bench steps.tsv summary.txt \
+  tar -C "$work" -czf "$out/gpu-check-logs.tar.gz" logs cases bench steps.tsv summary.txt \
     2>/dev/null
-  if [ "$(stat -c %s "$OUT/gpu-check-logs.tar.gz" 2>/dev/null || echo 0)" -gt 16000000 ]; then
+  if [ "$(stat -c %s "$out/gpu-check-logs.tar.gz" 2>/dev/null || echo 0)" -gt 16000000 ]; then
     find "$work/logs" "$work/cases" -name '*.log' -size +512k -exec truncate -s 512k {} +
-    tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs cases bench steps.tsv summary.txt
+    tar -C "$work" -czf "$out/gpu-check-logs.tar.gz" logs cases bench steps.tsv summary.txt
   fi
   exit $verdict
 }
@@ -121,9 +147,8 @@ note() {  # a step that only records a remark
   command -v compute-sanitizer >/dev/null || ls /usr/local/cuda/bin/compute-sanitizer 2>&1
 } >"$work/logs/machine.log" 2>&1
 
-# Fashion-MNIST: carried in .gpu_carry/ or Debian's dataset-fashion-mnist.
-data=$root/.gpu_carry/fashion-mnist
-[ -f "$data/train-images-idx3-ubyte.gz" ] || data=/usr/share/datasets/fashion-mnist
+[ -f "$data/train-images-idx3-ubyte.gz" ] || [ -f "$data/train-images-idx3-ubyte" ] ||
+  note data fail "no Fashion-MNIST in $data: install it (scripts/install_deps.sh) or pass --data DIR"
 
 # ------------------------------------------------------------------ build
 targets=(nd_cuda_tests nd-bench-train nd-bench-deconv nd-train)
@@ -134,7 +159,7 @@ else
     -DND_CUDA_ARCHITECTURES=90 -DND_REQUIRE_CUDA=ON
 fi || exit 1
 step build 300 cmake --build "$build" -j"$cores" --target "${targets[@]}" || exit 1
-bin=$root/$build/bin
+bin=$build/bin
 grep -q "CUDA build" "$work/logs/configure.log" ||
   note cuda-build fail "configure found no CUDA toolkit: the CUDA tests are empty"
 
