@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The CPU tests under the sanitizers (CI runs this after the normal tests; docs/reliability.md
 # says what runs where and why):
-#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (gcc): nd_tests without the
-#                [nets]-sized runs, the fuzz regression inputs (nd-fuzz replay test/fuzz) and the
-#                crash-safety tests, whose nd-train is the sanitized one.
+#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (gcc), in the device-emulation
+#                build (one compile for both suites): nd_tests without the [nets]-sized runs, the
+#                fuzz regression inputs (nd-fuzz replay test/fuzz) and the crash-safety tests,
+#                whose nd-train is the sanitized one; then the emulator's self-tests and every
+#                nd_cuda_tests case at ND_TEST_SMALL=1 sizes (docs/gpu.md, "Emulation").
 #   build-tsan/  ThreadSanitizer: nd_thread_tests, the tests of the threaded loader, image folders
 #                and the trainer, crash-safety tests included, without the [nets] and [large]
 #                network-sized runs.
@@ -20,8 +22,8 @@ configure_and_build() {
   shift 2
   mkdir -p "$dir"
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-    -DCMAKE_CXX_FLAGS="$flags -fno-omit-frame-pointer" -DND_CUDA=OFF -DND_BENCH=OFF \
-    ${ND_SANITIZE_CMAKE_ARGS:-} >"$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; exit 1; }
+    -DCMAKE_CXX_FLAGS="$flags -fno-omit-frame-pointer" -DND_BENCH=OFF ${ND_SANITIZE_CMAKE_ARGS:-} \
+    >"$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; exit 1; }
   cmake --build "$dir" -j"$jobs" --target "$@"
 }
 
@@ -33,18 +35,24 @@ for kind in "${kinds[@]}"; do
   start=$(date +%s)
   case "$kind" in
     asan)
-      configure_and_build build-asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-        nd_tests nd-train nd-fuzz
+      ND_SANITIZE_CMAKE_ARGS="-DND_CUDA_EMULATION=ON ${ND_SANITIZE_CMAKE_ARGS:-}" \
+        configure_and_build build-asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+        nd_tests nd-train nd-fuzz nd_emu_tests nd_cuda_tests
       export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
       export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       build-asan/bin/nd-fuzz replay test/fuzz
       # [nets] runs every network at full width: the kernels they use are covered by the op,
       # gradient and layer tests at small sizes, and those hold most of the suite's time.
       build-asan/bin/nd_tests "~[nets]"
+      # The emulated CUDA suite: device memory, shared memory and fiber stacks are all host
+      # memory here, so ASan sees every kernel's and library stand-in's accesses.
+      build-asan/bin/nd_emu_tests
+      ND_TEST_SMALL=1 ND_EMU_ORDER=reverse build-asan/bin/nd_cuda_tests
       unset ASAN_OPTIONS UBSAN_OPTIONS
       ;;
     tsan)
-      configure_and_build build-tsan "-fsanitize=thread" nd_thread_tests nd-train
+      ND_SANITIZE_CMAKE_ARGS="-DND_CUDA=OFF ${ND_SANITIZE_CMAKE_ARGS:-}" \
+        configure_and_build build-tsan "-fsanitize=thread" nd_thread_tests nd-train
       export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
       build-tsan/bin/nd_thread_tests "~[nets]~[large]"
       unset TSAN_OPTIONS
