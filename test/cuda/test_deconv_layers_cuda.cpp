@@ -179,3 +179,95 @@ TEST_CASE("cuda ChannelDeconv matches the CPU centred and uncentred", "[cuda][de
     }
   }
 }
+
+namespace {
+
+// Running statistics no training step produces: means around 0.5 and matrices I + 0.3 N(0, 1),
+// neither symmetric nor a Newton-Schulz output, the same on both devices.
+void set_random_statistics(Module& cpu, Module& gpu, uint64_t seed) {
+  NoGradGuard no_grad;
+  Generator gen(seed);
+  auto gpu_buffers = gpu.named_buffers();
+  for (auto& [name, t] : cpu.named_buffers()) {
+    Tensor v = normal_tensor(t.shape(), 0.0, 0.3, gen);
+    if (name == "running_mean") v = ops::affine(v, 1.0, 0.5);
+    if (name == "running_deconv") v = ops::add(v, ops::eye(t.shape().back()));
+    t.copy_(v);
+    for (auto& [gname, g] : gpu_buffers)
+      if (gname == name) g.copy_(v);
+  }
+}
+
+}  // namespace
+
+// Eval mode (and a frozen layer in training) applies the running buffers, not this batch's
+// statistics: each deconvolved layer kind of EfficientNet-B0 and MobileNetV2 on running
+// statistics far from the identity. (EfficientNet-B0 ND eval logits differing between the
+// devices after one training step were float32 overflow, not these layers: its activations pass
+// 1e38 and the float64 logits are ~1e102.)
+TEST_CASE("cuda deconvolution layers match the CPU on non-identity running statistics",
+          "[cuda][deconv][memcheck]") {
+  struct Case {
+    const char* what;
+    int64_t n, c, hw, o, k, stride, groups, n_iter;
+    bool bias, freeze;
+  };
+  const Case cases[] = {
+      {"depthwise 3x3, 1 Newton-Schulz step", 2, 32, 8, 32, 3, 1, 32, 1, false, false},
+      {"depthwise 3x3 stride 2, 1 step", 2, 24, 7, 24, 3, 2, 24, 1, false, false},
+      {"SE fc1: 1x1 on a 1x1 map, bias", 2, 24, 1, 1, 1, 1, 1, 5, true, false},
+      {"SE fc2: 1 -> 24 on a 1x1 map, bias", 2, 1, 1, 24, 1, 1, 1, 5, true, false},
+      {"projection 1x1, 3 blocks of 32", 2, 96, 4, 24, 1, 1, 1, 1, false, false},
+      {"stem 3x3, 10 steps, frozen", 2, 3, 8, 32, 3, 1, 1, 10, false, true},
+  };
+  for (size_t i = 0; i < std::size(cases); ++i) {
+    const Case& c = cases[i];
+    SECTION(c.what) {
+      INFO(c.what);
+      auto make = [&c] {
+        Generator gen(7);
+        DeconvSettings s;
+        s.n_iter = c.n_iter, s.freeze = c.freeze, s.freeze_iter = 1;
+        ops::Conv2dParams p;
+        p.stride = c.stride, p.padding = c.k / 2, p.groups = c.groups;
+        return std::make_shared<FastDeconv>(c.c, c.o, c.k, p, c.bias, s, gen);
+      };
+      auto cpu = make(), gpu = make();
+      gpu->to(kCuda);
+      set_random_statistics(*cpu, *gpu, 30 + i);
+      Generator gen(40 + i);
+      Tensor x = normal_tensor({c.n, c.c, c.hw, c.hw}, 0.2, 1.0, gen);
+      if (c.freeze) {  // past freeze_iter a training step uses the running buffers too
+        cpu->set_freeze_counter(5), gpu->set_freeze_counter(5);
+        const int64_t out_hw = (c.hw + 2 * (c.k / 2) - c.k) / c.stride + 1;
+        Tensor r = normal_tensor({c.n, c.o, out_hw, out_hw}, 0, 1, gen);
+        check_same(run(*gpu, x, r, kCuda), run(*cpu, x, r, Device::cpu()),
+                   std::string(c.what) + " frozen training step");
+      }
+      cpu->eval(), gpu->eval();
+      NoGradGuard no_grad;
+      Tensor want = cpu->forward(x);
+      test::check_close(gpu->forward(x.to(kCuda)), want, kLayerRtol,
+                        kLayerAtolScale * std::max(1.0, test::max_abs(want)),
+                        std::string(c.what) + " eval output");
+    }
+  }
+  SECTION("Delinear classifier 320 -> 10, block 320") {
+    auto make = [] {
+      Generator gen(8);
+      DeconvSettings s;
+      s.block = 512;
+      return std::make_shared<Delinear>(320, 10, true, s, gen);
+    };
+    auto cpu = make(), gpu = make();
+    gpu->to(kCuda);
+    set_random_statistics(*cpu, *gpu, 50);
+    cpu->eval(), gpu->eval();
+    Generator gen(51);
+    Tensor x = normal_tensor({2, 320}, 0.2, 1.0, gen);
+    NoGradGuard no_grad;
+    Tensor want = cpu->forward(x);
+    test::check_close(gpu->forward(x.to(kCuda)), want, kLayerRtol,
+                      kLayerAtolScale * std::max(1.0, test::max_abs(want)), "Delinear eval output");
+  }
+}
