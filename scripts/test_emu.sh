@@ -3,8 +3,9 @@
 # "Emulation"): the same .cu sources compiled as C++ against the emulator in emu/, built in
 # build-emu/, then
 #   1. the emulator's self-tests (nd_emu_tests: one broken kernel or call per fault class);
-#   2. every nd_cuda_tests case, none skipped, under two thread orders (natural, then warp:
-#      one warp runs ahead of the others between block barriers);
+#   2. every nd_cuda_tests case but the whole networks under two thread orders (natural, then
+#      warp: one warp runs ahead of the others between block barriers), and the whole-network
+#      cases (one of each kind by default, all 26 under both orders with ND_EMU_NETS=all);
 #   3. nd-train and nd-infer on --device cuda against --device cpu, and two NCCL ranks against
 #      one (test/scripts/emu_train_test.sh).
 # scripts/sanitize.sh runs the same suites under AddressSanitizer at ND_TEST_SMALL=1 sizes.
@@ -19,11 +20,32 @@ cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DND_CUDA_EMULATION=ON "$@" \
 cmake --build build-emu -j"$jobs" --target nd_emu_tests nd_cuda_tests nd-train nd-infer \
   nd-bench-train
 start=$(date +%s)
+# The libraries' OpenMP threads sleep between calls instead of spinning against the emulator's
+# own threads on a small machine (a quarter of the run time otherwise).
+export OMP_WAIT_POLICY=PASSIVE
 build-emu/bin/nd_emu_tests
 for order in natural warp; do
-  echo "test_emu.sh: nd_cuda_tests, thread order $order"
-  ND_EMU_ORDER=$order build-emu/bin/nd_cuda_tests
+  echo "test_emu.sh: nd_cuda_tests without the network cases, thread order $order"
+  ND_EMU_ORDER=$order build-emu/bin/nd_cuda_tests "~[nets]"
 done
+# The whole-network cases take minutes each here (deconvolution: Newton-Schulz on 576x576
+# matrices in double); by default one network of each kind runs once, in natural order, and
+# ND_EMU_NETS=all runs all 26 under both orders. Every network's CUDA forward, eval and train
+# mode, is also checked against the CPU by emu_train_test.sh below.
+if [ "${ND_EMU_NETS:-}" = all ]; then
+  for order in natural warp; do
+    echo "test_emu.sh: nd_cuda_tests network cases, thread order $order"
+    ND_EMU_ORDER=$order build-emu/bin/nd_cuda_tests "[nets]"
+  done
+else
+  echo "test_emu.sh: nd_cuda_tests network cases (one of each kind; ND_EMU_NETS=all for all)"
+  nets="cuda the network list covers every reference network"
+  for net in "resnet18 --norm bn" "resnet18 --norm nd" "preact18 --norm bn" \
+             "mobilenetv2 --norm nd"; do
+    nets+=",cuda net $net matches the CPU in forward backward and eval"
+  done
+  ND_EMU_ORDER=natural build-emu/bin/nd_cuda_tests "$nets"
+fi
 mpirun=$(command -v mpirun || true)
 bash test/scripts/emu_train_test.sh build-emu/bin "$mpirun"
 echo "test_emu.sh: passed in $(($(date +%s) - start)) s"
