@@ -330,16 +330,37 @@ std::vector<int> preference(Pass pass, const ConvGeometry& g) {
   return order;
 }
 
-template <typename Perf, typename Algo>
-cudnnStatus_t list_algorithms(Pass pass, const ConvGeometry& g, cudnnMathType_t math, int requested,
-                              int* returned, Perf* perf) {
+// The geometry of an algorithm query: the handle, then x by w into y as geometry() takes them.
+cudnnStatus_t query_geometry(cudnnHandle_t h, const cudnnConvolutionStruct* conv,
+                             const cudnnTensorStruct* x, const cudnnFilterStruct* w,
+                             const cudnnTensorStruct* y, ConvGeometry* g) {
+  if (!h) return CUDNN_STATUS_BAD_PARAM;
+  return geometry(conv, x, w, y, g);
+}
+
+cudnnStatus_t algorithm_max_count(cudnnHandle_t h, int* count, int algos) {
+  if (!h || !count) return CUDNN_STATUS_BAD_PARAM;
+  *count = algos;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// The *Algorithm_v7 queries: the pass's algorithms in preference order, described.
+template <typename Perf>
+cudnnStatus_t list_algorithms(Pass pass, cudnnHandle_t h, const cudnnConvolutionStruct* conv,
+                              const cudnnTensorStruct* x, const cudnnFilterStruct* w,
+                              const cudnnTensorStruct* y, int requested, int* returned,
+                              Perf* perf) {
+  ConvGeometry g;
+  const cudnnStatus_t st = query_geometry(h, conv, x, w, y, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  const cudnnMathType_t math = conv->math;
   if (requested <= 0 || !returned || !perf) return CUDNN_STATUS_BAD_PARAM;
   const std::vector<int> order = preference(pass, g);
   const int n = std::min<int>(requested, int(order.size()));
   for (int i = 0; i < n; ++i) {
     const AlgoInfo info = algo_info(pass, order[i], g);
     Perf p{};
-    p.algo = Algo(order[i]);
+    p.algo = decltype(p.algo)(order[i]);
     p.status = info.supported ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
     p.time = -1.0f;  // heuristics: nothing was timed
     p.memory = info.supported ? info.workspace : 0;
@@ -354,7 +375,13 @@ cudnnStatus_t list_algorithms(Pass pass, const ConvGeometry& g, cudnnMathType_t 
   return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t workspace_size(Pass pass, const ConvGeometry& g, int algo, size_t* bytes) {
+// The *WorkspaceSize queries.
+cudnnStatus_t workspace_size(Pass pass, cudnnHandle_t h, const cudnnConvolutionStruct* conv,
+                             const cudnnTensorStruct* x, const cudnnFilterStruct* w,
+                             const cudnnTensorStruct* y, int algo, size_t* bytes) {
+  ConvGeometry g;
+  const cudnnStatus_t st = query_geometry(h, conv, x, w, y, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
   if (!bytes || algo < 0 || algo >= algo_count(pass)) return CUDNN_STATUS_BAD_PARAM;
   const AlgoInfo info = algo_info(pass, algo, g);
   if (!info.supported) return CUDNN_STATUS_NOT_SUPPORTED;
@@ -392,6 +419,54 @@ cudnnStatus_t prepare_call(Pass pass, cudnnHandle_t h, const cudnnConvolutionStr
 // memory with live data corrupts it visibly instead of passing by luck.
 void scribble(const CallCommon& call) {
   if (call.ws_bytes) std::memset(call.ws, 0xff, call.ws_bytes);
+}
+
+// One device operand of a convolution pass: its name in fault messages and its pointer.
+struct Operand {
+  const char* name;
+  const void* p;
+};
+struct Output {
+  const char* name;
+  void* p;
+};
+
+using PassCompute = void (*)(const ConvGeometry&, const float*, const float*, float*, Blend);
+
+// The three convolution passes: x (n, c, h, w) by w into y (n, k, oh, ow) under conv, where the
+// pass reads inputs a and b and writes out (forward x, w -> y; backward data w, dy -> dx;
+// backward filter x, dy -> dw). Validates, then queues compute on packed copies where needed.
+cudnnStatus_t run_pass(Pass pass, const char* what, cudnnHandle_t handle,
+                       const cudnnConvolutionStruct* conv, const cudnnTensorStruct* xDesc,
+                       const cudnnFilterStruct* wDesc, const cudnnTensorStruct* yDesc, int algo,
+                       void* ws, size_t ws_bytes, const void* alpha, const void* beta, Operand a,
+                       Operand b, Output out, PassCompute compute) {
+  CallCommon call;
+  cudnnStatus_t st = geometry(conv, xDesc, wDesc, yDesc, &call.g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (!a.p || !b.p || !out.p) return CUDNN_STATUS_BAD_PARAM;
+  st = prepare_call(pass, handle, conv, algo, ws, ws_bytes, alpha, beta, &call);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  // Which of x, w, y are a, b and out, by pass.
+  static constexpr int kRoles[3][3] = {{0, 1, 2}, {1, 2, 0}, {0, 2, 1}};
+  const Layout xwy[3] = {layout_of(*xDesc), layout_of(*wDesc), layout_of(*yDesc)};
+  const int* role = kRoles[int(pass)];
+  const Layout la = xwy[role[0]], lb = xwy[role[1]], lo = xwy[role[2]];
+  queue(handle, what, [=] {
+    if (!check_spans(what, {{a.name, a.p, la.bytes(), false},
+                            {b.name, b.p, lb.bytes(), false},
+                            {out.name, out.p, lo.bytes(), true},
+                            {"workspace", call.ws, call.ws_bytes, true}}))
+      return;
+    scribble(call);
+    std::vector<float> ba, bb, bo;
+    const float* pa = packed_input(la, a.p, call.tf32, ba);
+    const float* pb = packed_input(lb, b.p, call.tf32, bb);
+    float* pout = packed_output(lo, out.p, call.blend.beta != 0.0, bo);
+    compute(call.g, pa, pb, pout, call.blend);
+    finish_output(lo, out.p, bo);
+  });
+  return CUDNN_STATUS_SUCCESS;
 }
 
 const char* const kStatusNames[] = {
@@ -653,9 +728,7 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
 // ---- forward ---------------------------------------------------------------------------------
 
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithmMaxCount(cudnnHandle_t handle, int* count) {
-  if (!handle || !count) return CUDNN_STATUS_BAD_PARAM;
-  *count = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
-  return CUDNN_STATUS_SUCCESS;
+  return algorithm_max_count(handle, count, CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
 }
 
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
@@ -663,23 +736,15 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     const cudnnFilterDescriptor_t filterDesc, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnTensorDescriptor_t destDesc, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionFwdAlgoPerf_t* perfResults) {
-  if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  ConvGeometry g;
-  const cudnnStatus_t st = geometry(convDesc, srcDesc, filterDesc, destDesc, &g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  return list_algorithms<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
-      Pass::Forward, g, convDesc->math, requestedAlgoCount, returnedAlgoCount, perfResults);
+  return list_algorithms(Pass::Forward, handle, convDesc, srcDesc, filterDesc, destDesc,
+                         requestedAlgoCount, returnedAlgoCount, perfResults);
 }
 
 cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
     cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const cudnnFilterDescriptor_t wDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t yDesc,
     cudnnConvolutionFwdAlgo_t algo, size_t* sizeInBytes) {
-  if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  ConvGeometry g;
-  const cudnnStatus_t st = geometry(convDesc, xDesc, wDesc, yDesc, &g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  return workspace_size(Pass::Forward, g, algo, sizeInBytes);
+  return workspace_size(Pass::Forward, handle, convDesc, xDesc, wDesc, yDesc, algo, sizeInBytes);
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha,
@@ -689,38 +754,15 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha,
                                       cudnnConvolutionFwdAlgo_t algo, void* workSpace,
                                       size_t workSpaceSizeInBytes, const void* beta,
                                       const cudnnTensorDescriptor_t yDesc, void* y) {
-  CallCommon call;
-  cudnnStatus_t st = geometry(convDesc, xDesc, wDesc, yDesc, &call.g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  if (!x || !w || !y) return CUDNN_STATUS_BAD_PARAM;
-  st = prepare_call(Pass::Forward, handle, convDesc, algo, workSpace, workSpaceSizeInBytes, alpha,
-                    beta, &call);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  const Layout lx = layout_of(*xDesc), lw = layout_of(*wDesc), ly = layout_of(*yDesc);
-  const char* what = "cudnnConvolutionForward";
-  queue(handle, what, [=] {
-    if (!check_spans(what, {{"x", x, lx.bytes(), false},
-                            {"w", w, lw.bytes(), false},
-                            {"y", y, ly.bytes(), true},
-                            {"workspace", call.ws, call.ws_bytes, true}}))
-      return;
-    scribble(call);
-    std::vector<float> bx, bw, by;
-    const float* px = packed_input(lx, x, call.tf32, bx);
-    const float* pw = packed_input(lw, w, call.tf32, bw);
-    float* py = packed_output(ly, y, call.blend.beta != 0.0, by);
-    nd_emu::dnn::conv_forward(call.g, px, pw, py, call.blend);
-    finish_output(ly, y, by);
-  });
-  return CUDNN_STATUS_SUCCESS;
+  return run_pass(Pass::Forward, "cudnnConvolutionForward", handle, convDesc, xDesc, wDesc, yDesc,
+                  algo, workSpace, workSpaceSizeInBytes, alpha, beta, {"x", x}, {"w", w}, {"y", y},
+                  nd_emu::dnn::conv_forward);
 }
 
 // ---- backward data ---------------------------------------------------------------------------
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithmMaxCount(cudnnHandle_t handle, int* count) {
-  if (!handle || !count) return CUDNN_STATUS_BAD_PARAM;
-  *count = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
-  return CUDNN_STATUS_SUCCESS;
+  return algorithm_max_count(handle, count, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
@@ -728,23 +770,16 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     const cudnnTensorDescriptor_t diffDesc, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnTensorDescriptor_t gradDesc, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionBwdDataAlgoPerf_t* perfResults) {
-  if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  ConvGeometry g;
-  const cudnnStatus_t st = geometry(convDesc, gradDesc, filterDesc, diffDesc, &g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  return list_algorithms<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
-      Pass::BackwardData, g, convDesc->math, requestedAlgoCount, returnedAlgoCount, perfResults);
+  return list_algorithms(Pass::BackwardData, handle, convDesc, gradDesc, filterDesc, diffDesc,
+                         requestedAlgoCount, returnedAlgoCount, perfResults);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(
     cudnnHandle_t handle, const cudnnFilterDescriptor_t wDesc, const cudnnTensorDescriptor_t dyDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t dxDesc,
     cudnnConvolutionBwdDataAlgo_t algo, size_t* sizeInBytes) {
-  if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  ConvGeometry g;
-  const cudnnStatus_t st = geometry(convDesc, dxDesc, wDesc, dyDesc, &g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  return workspace_size(Pass::BackwardData, g, algo, sizeInBytes);
+  return workspace_size(Pass::BackwardData, handle, convDesc, dxDesc, wDesc, dyDesc, algo,
+                        sizeInBytes);
 }
 
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alpha,
@@ -754,38 +789,15 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
                                            cudnnConvolutionBwdDataAlgo_t algo, void* workSpace,
                                            size_t workSpaceSizeInBytes, const void* beta,
                                            const cudnnTensorDescriptor_t dxDesc, void* dx) {
-  CallCommon call;
-  cudnnStatus_t st = geometry(convDesc, dxDesc, wDesc, dyDesc, &call.g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  if (!w || !dy || !dx) return CUDNN_STATUS_BAD_PARAM;
-  st = prepare_call(Pass::BackwardData, handle, convDesc, algo, workSpace, workSpaceSizeInBytes,
-                    alpha, beta, &call);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  const Layout lw = layout_of(*wDesc), ldy = layout_of(*dyDesc), ldx = layout_of(*dxDesc);
-  const char* what = "cudnnConvolutionBackwardData";
-  queue(handle, what, [=] {
-    if (!check_spans(what, {{"w", w, lw.bytes(), false},
-                            {"dy", dy, ldy.bytes(), false},
-                            {"dx", dx, ldx.bytes(), true},
-                            {"workspace", call.ws, call.ws_bytes, true}}))
-      return;
-    scribble(call);
-    std::vector<float> bw, bdy, bdx;
-    const float* pw = packed_input(lw, w, call.tf32, bw);
-    const float* pdy = packed_input(ldy, dy, call.tf32, bdy);
-    float* pdx = packed_output(ldx, dx, call.blend.beta != 0.0, bdx);
-    nd_emu::dnn::conv_backward_data(call.g, pw, pdy, pdx, call.blend);
-    finish_output(ldx, dx, bdx);
-  });
-  return CUDNN_STATUS_SUCCESS;
+  return run_pass(Pass::BackwardData, "cudnnConvolutionBackwardData", handle, convDesc, dxDesc,
+                  wDesc, dyDesc, algo, workSpace, workSpaceSizeInBytes, alpha, beta, {"w", w},
+                  {"dy", dy}, {"dx", dx}, nd_emu::dnn::conv_backward_data);
 }
 
 // ---- backward filter -------------------------------------------------------------------------
 
 cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(cudnnHandle_t handle, int* count) {
-  if (!handle || !count) return CUDNN_STATUS_BAD_PARAM;
-  *count = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
-  return CUDNN_STATUS_SUCCESS;
+  return algorithm_max_count(handle, count, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
@@ -793,23 +805,16 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     const cudnnTensorDescriptor_t diffDesc, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnFilterDescriptor_t gradDesc, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionBwdFilterAlgoPerf_t* perfResults) {
-  if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  ConvGeometry g;
-  const cudnnStatus_t st = geometry(convDesc, srcDesc, gradDesc, diffDesc, &g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  return list_algorithms<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
-      Pass::BackwardFilter, g, convDesc->math, requestedAlgoCount, returnedAlgoCount, perfResults);
+  return list_algorithms(Pass::BackwardFilter, handle, convDesc, srcDesc, gradDesc, diffDesc,
+                         requestedAlgoCount, returnedAlgoCount, perfResults);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(
     cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const cudnnTensorDescriptor_t dyDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t gradDesc,
     cudnnConvolutionBwdFilterAlgo_t algo, size_t* sizeInBytes) {
-  if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  ConvGeometry g;
-  const cudnnStatus_t st = geometry(convDesc, xDesc, gradDesc, dyDesc, &g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  return workspace_size(Pass::BackwardFilter, g, algo, sizeInBytes);
+  return workspace_size(Pass::BackwardFilter, handle, convDesc, xDesc, gradDesc, dyDesc, algo,
+                        sizeInBytes);
 }
 
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* alpha,
@@ -819,30 +824,9 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* a
                                              cudnnConvolutionBwdFilterAlgo_t algo, void* workSpace,
                                              size_t workSpaceSizeInBytes, const void* beta,
                                              const cudnnFilterDescriptor_t dwDesc, void* dw) {
-  CallCommon call;
-  cudnnStatus_t st = geometry(convDesc, xDesc, dwDesc, dyDesc, &call.g);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  if (!x || !dy || !dw) return CUDNN_STATUS_BAD_PARAM;
-  st = prepare_call(Pass::BackwardFilter, handle, convDesc, algo, workSpace, workSpaceSizeInBytes,
-                    alpha, beta, &call);
-  if (st != CUDNN_STATUS_SUCCESS) return st;
-  const Layout lx = layout_of(*xDesc), ldy = layout_of(*dyDesc), ldw = layout_of(*dwDesc);
-  const char* what = "cudnnConvolutionBackwardFilter";
-  queue(handle, what, [=] {
-    if (!check_spans(what, {{"x", x, lx.bytes(), false},
-                            {"dy", dy, ldy.bytes(), false},
-                            {"dw", dw, ldw.bytes(), true},
-                            {"workspace", call.ws, call.ws_bytes, true}}))
-      return;
-    scribble(call);
-    std::vector<float> bx, bdy, bdw;
-    const float* px = packed_input(lx, x, call.tf32, bx);
-    const float* pdy = packed_input(ldy, dy, call.tf32, bdy);
-    float* pdw = packed_output(ldw, dw, call.blend.beta != 0.0, bdw);
-    nd_emu::dnn::conv_backward_filter(call.g, px, pdy, pdw, call.blend);
-    finish_output(ldw, dw, bdw);
-  });
-  return CUDNN_STATUS_SUCCESS;
+  return run_pass(Pass::BackwardFilter, "cudnnConvolutionBackwardFilter", handle, convDesc, xDesc,
+                  dwDesc, dyDesc, algo, workSpace, workSpaceSizeInBytes, alpha, beta, {"x", x},
+                  {"dy", dy}, {"dw", dw}, nd_emu::dnn::conv_backward_filter);
 }
 
 // ---- bias, tensor add ------------------------------------------------------------------------

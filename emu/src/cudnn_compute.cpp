@@ -254,56 +254,53 @@ ND_EMU_DNN_CLONES void backward_filter_plane(const ConvGeometry& g, const Taps& 
   }
 }
 
+// The shared frame of the three passes: widens the inputs a (a_count floats) and b, then computes
+// planes out planes of plane floats each, plane t from plane_fn(a, b, t / split, t % split, acc).
+template <typename PlaneFn>
+void run_planes(const float* a, int64_t a_count, const float* b, int64_t b_count, float* out,
+                int64_t planes, int64_t split, int64_t plane, Blend blend, PlaneFn plane_fn) {
+  const auto ad = widen(a, a_count);
+  const auto bd = widen(b, b_count);
+#pragma omp parallel
+  {
+    std::vector<double> acc(plane);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < planes; ++t) {
+      plane_fn(ad.data(), bd.data(), t / split, t % split, acc.data());
+      store(out + t * plane, acc.data(), plane, blend);
+    }
+  }
+}
+
 }  // namespace
 
 void conv_forward(const ConvGeometry& g, const float* x, const float* w, float* y, Blend b) {
   const Taps taps(g);
-  const auto xd = widen(x, g.n * g.c * g.h * g.w);
-  const auto wd = widen(w, g.k * g.c_per_group() * g.r * g.s);
-  const int64_t ohw = g.oh * g.ow;
-#pragma omp parallel
-  {
-    std::vector<double> acc(ohw);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < g.n * g.k; ++t) {
-      forward_plane(g, taps, xd.data(), wd.data(), t / g.k, t % g.k, acc.data());
-      store(y + t * ohw, acc.data(), ohw, b);
-    }
-  }
+  run_planes(x, g.n * g.c * g.h * g.w, w, g.k * g.c_per_group() * g.r * g.s, y, g.n * g.k, g.k,
+             g.oh * g.ow, b,
+             [&](const double* xd, const double* wd, int64_t ni, int64_t ko, double* acc) {
+               forward_plane(g, taps, xd, wd, ni, ko, acc);
+             });
 }
 
 void conv_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx,
                         Blend b) {
   const Taps taps(g);
-  const auto wd = widen(w, g.k * g.c_per_group() * g.r * g.s);
-  const auto dyd = widen(dy, g.n * g.k * g.oh * g.ow);
-  const int64_t hw = g.h * g.w;
-#pragma omp parallel
-  {
-    std::vector<double> acc(hw);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < g.n * g.c; ++t) {
-      backward_data_plane(g, taps, wd.data(), dyd.data(), t / g.c, t % g.c, acc.data());
-      store(dx + t * hw, acc.data(), hw, b);
-    }
-  }
+  run_planes(w, g.k * g.c_per_group() * g.r * g.s, dy, g.n * g.k * g.oh * g.ow, dx, g.n * g.c, g.c,
+             g.h * g.w, b,
+             [&](const double* wd, const double* dyd, int64_t ni, int64_t ci, double* acc) {
+               backward_data_plane(g, taps, wd, dyd, ni, ci, acc);
+             });
 }
 
 void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw,
                           Blend b) {
   const Taps taps(g);
-  const auto xd = widen(x, g.n * g.c * g.h * g.w);
-  const auto dyd = widen(dy, g.n * g.k * g.oh * g.ow);
-  const int64_t cg = g.c_per_group(), rs = g.r * g.s;
-#pragma omp parallel
-  {
-    std::vector<double> acc(rs);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < g.k * cg; ++t) {
-      backward_filter_plane(g, taps, xd.data(), dyd.data(), t / cg, t % cg, acc.data());
-      store(dw + t * rs, acc.data(), rs, b);
-    }
-  }
+  const int64_t cg = g.c_per_group();
+  run_planes(x, g.n * g.c * g.h * g.w, dy, g.n * g.k * g.oh * g.ow, dw, g.k * cg, cg, g.r * g.s, b,
+             [&](const double* xd, const double* dyd, int64_t ko, int64_t cc, double* acc) {
+               backward_filter_plane(g, taps, xd, dyd, ko, cc, acc);
+             });
 }
 
 void bias_backward(int64_t n, int64_t k, int64_t hw, const float* dy, float* db, Blend b) {

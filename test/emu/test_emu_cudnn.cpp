@@ -171,71 +171,66 @@ struct Conv {
     cudnnDestroy(h);
   }
 
-  std::vector<cudnnConvolutionFwdAlgoPerf_t> forward_algos() const {
+  // An algorithm list: max_count's worth requested from get with the descriptors a, b, c.
+  template <typename Perf, typename A, typename B, typename C>
+  std::vector<Perf> algos(cudnnStatus_t (*max_count)(cudnnHandle_t, int*),
+                          cudnnStatus_t (*get)(cudnnHandle_t, A, B, cudnnConvolutionDescriptor_t, C,
+                                               int, int*, Perf*),
+                          A a, B b, C c) const {
     int max = 0, got = 0;
-    REQUIRE(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max) == CUDNN_STATUS_SUCCESS);
-    std::vector<cudnnConvolutionFwdAlgoPerf_t> p(max);
-    REQUIRE(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, max, &got, p.data()) ==
-            CUDNN_STATUS_SUCCESS);
+    REQUIRE(max_count(h, &max) == CUDNN_STATUS_SUCCESS);
+    std::vector<Perf> p(max);
+    REQUIRE(get(h, a, b, conv, c, max, &got, p.data()) == CUDNN_STATUS_SUCCESS);
     p.resize(got);
     return p;
+  }
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> forward_algos() const {
+    return algos(cudnnGetConvolutionForwardAlgorithmMaxCount,
+                 cudnnGetConvolutionForwardAlgorithm_v7, x, w, y);
   }
   std::vector<cudnnConvolutionBwdDataAlgoPerf_t> backward_data_algos() const {
-    int max = 0, got = 0;
-    REQUIRE(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max) == CUDNN_STATUS_SUCCESS);
-    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> p(max);
-    REQUIRE(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, max, &got, p.data()) ==
-            CUDNN_STATUS_SUCCESS);
-    p.resize(got);
-    return p;
+    return algos(cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+                 cudnnGetConvolutionBackwardDataAlgorithm_v7, w, y, x);
   }
   std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> backward_filter_algos() const {
-    int max = 0, got = 0;
-    REQUIRE(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max) == CUDNN_STATUS_SUCCESS);
-    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> p(max);
-    REQUIRE(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, max, &got, p.data()) ==
-            CUDNN_STATUS_SUCCESS);
-    p.resize(got);
-    return p;
+    return algos(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+                 cudnnGetConvolutionBackwardFilterAlgorithm_v7, x, y, w);
   }
 
-  // Each pass with its workspace queried and allocated; results read back after a sync.
+  // One pass with its workspace queried from workspace and allocated: inputs in_a (descriptor a)
+  // and in_b (b) into out (c), read back after a sync.
+  template <typename A, typename B, typename C, typename Algo>
+  std::vector<float> run(cudnnStatus_t (*workspace)(cudnnHandle_t, A, B,
+                                                    cudnnConvolutionDescriptor_t, C, Algo, size_t*),
+                         cudnnStatus_t (*pass)(cudnnHandle_t, const void*, A, const void*, B,
+                                               const void*, cudnnConvolutionDescriptor_t, Algo,
+                                               void*, size_t, const void*, C, void*),
+                         A a, const DeviceBuffer& in_a, B b, const DeviceBuffer& in_b, C c,
+                         DeviceBuffer& out, Algo algo, float alpha, float beta) {
+    size_t bytes = 0;
+    REQUIRE(workspace(h, a, b, conv, c, algo, &bytes) == CUDNN_STATUS_SUCCESS);
+    DeviceBuffer ws(bytes);
+    REQUIRE(pass(h, &alpha, a, in_a.p, b, in_b.p, conv, algo, bytes ? ws.p : nullptr, bytes, &beta,
+                 c, out.p) == CUDNN_STATUS_SUCCESS);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    return out.download();
+  }
   std::vector<float> forward(const DeviceBuffer& dx, const DeviceBuffer& dw, DeviceBuffer& dy,
                              cudnnConvolutionFwdAlgo_t algo, float alpha = 1, float beta = 0) {
-    size_t bytes = 0;
-    REQUIRE(cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, algo, &bytes) ==
-            CUDNN_STATUS_SUCCESS);
-    DeviceBuffer ws(bytes);
-    REQUIRE(cudnnConvolutionForward(h, &alpha, x, dx.p, w, dw.p, conv, algo, bytes ? ws.p : nullptr,
-                                    bytes, &beta, y, dy.p) == CUDNN_STATUS_SUCCESS);
-    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-    return dy.download();
+    return run(cudnnGetConvolutionForwardWorkspaceSize, cudnnConvolutionForward, x, dx, w, dw, y,
+               dy, algo, alpha, beta);
   }
   std::vector<float> backward_data(const DeviceBuffer& dw, const DeviceBuffer& ddy,
                                    DeviceBuffer& ddx, cudnnConvolutionBwdDataAlgo_t algo,
                                    float alpha = 1, float beta = 0) {
-    size_t bytes = 0;
-    REQUIRE(cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, algo, &bytes) ==
-            CUDNN_STATUS_SUCCESS);
-    DeviceBuffer ws(bytes);
-    REQUIRE(cudnnConvolutionBackwardData(h, &alpha, w, dw.p, y, ddy.p, conv, algo,
-                                         bytes ? ws.p : nullptr, bytes, &beta, x,
-                                         ddx.p) == CUDNN_STATUS_SUCCESS);
-    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-    return ddx.download();
+    return run(cudnnGetConvolutionBackwardDataWorkspaceSize, cudnnConvolutionBackwardData, w, dw, y,
+               ddy, x, ddx, algo, alpha, beta);
   }
   std::vector<float> backward_filter(const DeviceBuffer& dx, const DeviceBuffer& ddy,
                                      DeviceBuffer& ddw, cudnnConvolutionBwdFilterAlgo_t algo,
                                      float alpha = 1, float beta = 0) {
-    size_t bytes = 0;
-    REQUIRE(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, algo, &bytes) ==
-            CUDNN_STATUS_SUCCESS);
-    DeviceBuffer ws(bytes);
-    REQUIRE(cudnnConvolutionBackwardFilter(h, &alpha, x, dx.p, y, ddy.p, conv, algo,
-                                           bytes ? ws.p : nullptr, bytes, &beta, w,
-                                           ddw.p) == CUDNN_STATUS_SUCCESS);
-    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-    return ddw.download();
+    return run(cudnnGetConvolutionBackwardFilterWorkspaceSize, cudnnConvolutionBackwardFilter, x,
+               dx, y, ddy, w, ddw, algo, alpha, beta);
   }
 };
 
@@ -264,39 +259,41 @@ TEST_CASE("emu cudnn: every algorithm of every pass matches the double loops", "
     const auto want_dw = ref_backward_filter(s, x, dy);
 
     int tried = 0;
-    for (const auto& p : cv.forward_algos()) {
-      if (p.status != CUDNN_STATUS_SUCCESS) continue;
-      CAPTURE(int(p.algo));
-      DeviceBuffer out(nan_vector(s.y_count()));  // beta = 0: the NaNs must not be read
-      CHECK(worst_error(cv.forward(dx_in, dw_in, out, p.algo), want_y, 1e-6) < 1.0);
-      const auto old = random_vector(s.y_count(), 4);
-      out.upload(old);
-      CHECK(worst_error(cv.forward(dx_in, dw_in, out, p.algo, 0.5f, -2.0f),
-                        blend(want_y, old, 0.5, -2.0), 1e-6) < 1.0);
-      ++tried;
-    }
-    for (const auto& p : cv.backward_data_algos()) {
-      if (p.status != CUDNN_STATUS_SUCCESS) continue;
-      CAPTURE(int(p.algo));
-      DeviceBuffer out(nan_vector(s.x_count()));
-      CHECK(worst_error(cv.backward_data(dw_in, ddy_in, out, p.algo), want_dx, 1e-6) < 1.0);
-      const auto old = random_vector(s.x_count(), 5);
-      out.upload(old);
-      CHECK(worst_error(cv.backward_data(dw_in, ddy_in, out, p.algo, 2.0f, 1.0f),
-                        blend(want_dx, old, 2.0, 1.0), 1e-6) < 1.0);
-      ++tried;
-    }
-    for (const auto& p : cv.backward_filter_algos()) {
-      if (p.status != CUDNN_STATUS_SUCCESS) continue;
-      CAPTURE(int(p.algo));
-      DeviceBuffer out(nan_vector(s.w_count()));
-      CHECK(worst_error(cv.backward_filter(dx_in, ddy_in, out, p.algo), want_dw, 1e-6) < 1.0);
-      const auto old = random_vector(s.w_count(), 6);
-      out.upload(old);
-      CHECK(worst_error(cv.backward_filter(dx_in, ddy_in, out, p.algo, 1.0f, 0.25f),
-                        blend(want_dw, old, 1.0, 0.25), 1e-6) < 1.0);
-      ++tried;
-    }
+    // Each usable algorithm of one pass into count floats: with beta = 0 over NaNs (which must
+    // not be read), then blended by alpha and beta into old contents drawn from seed.
+    const auto try_all = [&](const auto& perfs, const auto& pass, size_t count,
+                             const std::vector<double>& want, unsigned seed, float alpha,
+                             float beta) {
+      for (const auto& p : perfs) {
+        if (p.status != CUDNN_STATUS_SUCCESS) continue;
+        CAPTURE(int(p.algo));
+        DeviceBuffer out(nan_vector(count));
+        CHECK(worst_error(pass(out, p.algo, 1.0f, 0.0f), want, 1e-6) < 1.0);
+        const auto old = random_vector(count, seed);
+        out.upload(old);
+        CHECK(worst_error(pass(out, p.algo, alpha, beta), blend(want, old, alpha, beta), 1e-6) <
+              1.0);
+        ++tried;
+      }
+    };
+    try_all(
+        cv.forward_algos(),
+        [&](DeviceBuffer& out, cudnnConvolutionFwdAlgo_t algo, float alpha, float beta) {
+          return cv.forward(dx_in, dw_in, out, algo, alpha, beta);
+        },
+        s.y_count(), want_y, 4, 0.5f, -2.0f);
+    try_all(
+        cv.backward_data_algos(),
+        [&](DeviceBuffer& out, cudnnConvolutionBwdDataAlgo_t algo, float alpha, float beta) {
+          return cv.backward_data(dw_in, ddy_in, out, algo, alpha, beta);
+        },
+        s.x_count(), want_dx, 5, 2.0f, 1.0f);
+    try_all(
+        cv.backward_filter_algos(),
+        [&](DeviceBuffer& out, cudnnConvolutionBwdFilterAlgo_t algo, float alpha, float beta) {
+          return cv.backward_filter(dx_in, ddy_in, out, algo, alpha, beta);
+        },
+        s.w_count(), want_dw, 6, 1.0f, 0.25f);
     CHECK(tried >= 7);  // at least 3 forward, 2 backward-data and 2 backward-filter algorithms
 
     // Bias gradient: the sum of dy over (n, h, w).
