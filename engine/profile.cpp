@@ -159,15 +159,11 @@ void OpScope::end() {
 }
 
 DeviceActivity device_activity() {
-  DeviceActivity a;
 #ifdef ND_WITH_CUDA
-  const kernels::CudaActivity k = kernels::cuda_activity();
-  a.kernel_launches = k.kernel_launches;
-  a.library_calls = k.library_calls;
-  a.host_syncs = k.host_syncs;
-  a.device_allocations = k.device_allocations;
+  return kernels::cuda_activity();
+#else
+  return DeviceActivity{};
 #endif
-  return a;
 }
 
 }  // namespace nd::profile

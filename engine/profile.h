@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "engine/device.h"
+#include "kernels/cuda_runtime_api.h"
 
 namespace nd::profile {
 
@@ -48,16 +49,11 @@ class OpScope {
   Device device_;
 };
 
-// What the CUDA devices have been given so far (kernels/cuda_runtime_api.h, cuda_activity):
-// kernel launches, library calls (-1 where uncounted: on a GPU), host synchronisations and
-// device allocations; all zero in a build without CUDA. Differences between two reads count
-// the work of what ran between them.
-struct DeviceActivity {
-  int64_t kernel_launches = 0;
-  int64_t library_calls = -1;
-  int64_t host_syncs = 0;
-  int64_t device_allocations = 0;
-};
+// What the CUDA devices have been given so far (kernels/cuda_runtime_api.h): kernel launches,
+// library calls (-1 where uncounted: on a GPU), host synchronisations and device allocations;
+// all zero in a build without CUDA. Differences between two reads count the work of what ran
+// between them.
+using DeviceActivity = kernels::CudaActivity;
 DeviceActivity device_activity();
 
 }  // namespace nd::profile

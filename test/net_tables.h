@@ -87,6 +87,12 @@ inline NetConfig net_config(const NetCase& c, int64_t classes) {
 
 // Reference parameter counts: (table, norm, classes) -> count. The ImageNet BN counts are those of
 // the torchvision networks, given in the header comment of param_counts_imagenet.tsv.
+// Parameters the reference creates but never uses, so they get no gradient: PreAct-18's bn stem
+// `bn1`.
+inline bool unused_by_reference(const NetCase& c, const std::string& param) {
+  return c.arch == "preact18" && c.norm == "bn" && param.rfind("bn1.", 0) == 0;
+}
+
 inline std::map<std::string, int64_t> reference_param_counts() {
   std::map<std::string, int64_t> out;
   for (const auto& r : read_tsv(reference_dir() + "/param_counts.tsv"))

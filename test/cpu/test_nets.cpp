@@ -154,11 +154,6 @@ std::vector<std::pair<Dropout*, std::array<uint64_t, 4>>> dropout_states(Module&
   return out;
 }
 
-// Parameters the reference creates but never uses: PreAct-18's bn stem `bn1`.
-bool unused_by_reference(const NetCase& c, const std::string& param) {
-  return c.arch == "preact18" && c.norm == "bn" && param.rfind("bn1.", 0) == 0;
-}
-
 void check_training_step(const NetCase& c) {
   INFO(c.arch << " --norm " << c.norm << (c.ref_compat ? " --ref-compat" : ""));
   const bool imagenet = c.input == "imagenet";

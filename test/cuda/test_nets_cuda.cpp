@@ -66,12 +66,6 @@ std::vector<test::NetCase> all_cases() {
   return cases;
 }
 
-// Parameters the reference creates but never uses: PreAct-18's bn stem `bn1` (no gradient on
-// either device). The predicate of test/cpu/test_nets.cpp.
-bool unused_by_reference(const test::NetCase& c, const std::string& param) {
-  return c.arch == "preact18" && c.norm == "bn" && param.rfind("bn1.", 0) == 0;
-}
-
 struct Pass {
   Tensor logits, loss;
   std::map<std::string, Tensor> grads, buffers;
