@@ -110,6 +110,10 @@ void newton_schulz_forward_cuda(int64_t count, int64_t n, int64_t iters, const f
 void newton_schulz_backward_cuda(int64_t count, int64_t n, int64_t iters, const float* a,
                                  const float* saved, const float* dd, float* da, Scratch& scratch,
                                  cudaStream_t st);
+// The small-n (n <= 32) CUDA kernels run one block per matrix up to this many blocks (default
+// 1 << 20), each block looping over several matrices beyond it. Process-wide; tests lower it to
+// reach that loop. Returns the previous cap.
+int set_newton_schulz_matrix_grid_cap(int cap);
 
 // ---------------------------------------------------------------- folding
 // w (O, L) with L = C/groups * k*k, one row per output. groups == 1: L = blocks * nf and row

@@ -255,7 +255,6 @@ __global__ void __launch_bounds__(kBlock)
     const ColInfo cb = vb ? col_info<int64_t>(g, column<int64_t>(g, mat, j, qb)) : ColInfo{0, 0, 0};
     for (int64_t pc = p0; pc < p1; pc += kChunk) {
       const int cnt = static_cast<int>(p1 - pc < kChunk ? p1 - pc : kChunk);
-      __syncthreads();  // the previous chunk's products are done with as, bs and rows
       if (tid < cnt) rows[tid] = row_info<int64_t>(g, pc + tid);
       __syncthreads();
 #pragma unroll

@@ -20,6 +20,7 @@
 // bias term into the gather of dW' (G = dW' - dbias' mu), then dW = G D^T and dD = W^T G are
 // GEMMs and dmu is a GEMM (w'^T dbias') followed by a sum over the blocks.
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <utility>
@@ -56,8 +57,10 @@ int small_threads(int64_t n) {
   return static_cast<int>(std::min<int64_t>(1024, (n * n + 31) / 32 * 32));
 }
 
+std::atomic<int> g_matrix_grid_cap{1 << 20};
+
 int matrix_grid(int64_t count) {
-  return static_cast<int>(std::min<int64_t>(count, 1 << 20));
+  return static_cast<int>(std::min<int64_t>(count, g_matrix_grid_cap.load()));
 }
 
 // Shared-memory matrices have leading dimension n + 1. Element (r, c) of the product of two
@@ -129,7 +132,7 @@ __global__ void __launch_bounds__(1024)
     const float root = sqrtf(norm);
     for (int e = threadIdx.x; e < nn; e += blockDim.x)
       d[m * nn + e] = zc[(e / n) * ld + e % n] / root;
-    __syncthreads();  // the next matrix overwrites shared memory
+    // No barrier: the next matrix writes only y and red before its first one, never zc.
   }
 }
 
@@ -217,7 +220,7 @@ __global__ void __launch_bounds__(1024)
       const float g = has_dy ? dy[(e / n) * ld + e % n] / norm : 0.0f;
       da[m * nn + e] = g + coef * am[e] / norm;
     }
-    __syncthreads();  // the next matrix overwrites shared memory
+    // No barrier: the next matrix writes only y, z and red before its first one, never dy.
   }
 }
 
@@ -378,6 +381,11 @@ void check_ns_args(int64_t count, int64_t n, int64_t iters) {
 }
 
 }  // namespace
+
+int set_newton_schulz_matrix_grid_cap(int cap) {
+  ND_CHECK(cap >= 1, "set_newton_schulz_matrix_grid_cap: cap must be >= 1, got ", cap);
+  return g_matrix_grid_cap.exchange(cap);
+}
 
 void newton_schulz_forward_cuda(int64_t count, int64_t n, int64_t iters, const float* a, float* d,
                                 float* saved, Scratch& scratch, cudaStream_t st) {

@@ -3,9 +3,10 @@
 // bias') and backward gradients (dA; dw, dD, dmu) from the same host inputs. Newton-Schulz runs
 // over (count, n, iters) from n = 1 to 1152, on both sides of the small-n kernel (n = 32 / 33),
 // with many small matrices (depthwise 9x9 and 7x7) and iters 0, 1, 2, 5, on SPD inputs shaped like
-// covariances (some nearly singular, eps 1e-5). Folding covers groups 1 with 1/2/3/8 blocks,
-// 2 groups and depthwise (with a channel multiplier), with and without bias. Each case is its own
-// SECTION named by its parameters; n >= 576 is left out under ND_TEST_SMALL=1.
+// covariances (some nearly singular, eps 1e-5); the small-n kernels also with their grid capped
+// below the matrix count, so each block loops over several matrices. Folding covers groups 1 with
+// 1/2/3/8 blocks, 2 groups and depthwise (with a channel multiplier), with and without bias. Each
+// case is its own SECTION named by its parameters; n >= 576 is left out under ND_TEST_SMALL=1.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -206,6 +207,38 @@ TEST_CASE("cuda newton-schulz on small matrices (the shared-memory kernel) match
       {3, 32, 5, 64, 1e-5}, {4, 31, 2, 15, 1e-5},
   };
   run_newton_schulz_cases(cases, 31);
+}
+
+namespace {
+
+// Lowers the small-n kernels' grid cap for one scope, so each block loops over several matrices.
+class MatrixGridCap {
+ public:
+  explicit MatrixGridCap(int cap) : previous_(k::set_newton_schulz_matrix_grid_cap(cap)) {}
+  ~MatrixGridCap() { k::set_newton_schulz_matrix_grid_cap(previous_); }
+  MatrixGridCap(const MatrixGridCap&) = delete;
+  MatrixGridCap& operator=(const MatrixGridCap&) = delete;
+
+ private:
+  int previous_;
+};
+
+}  // namespace
+
+// The shared-memory kernels with fewer blocks than matrices (past 2^20 matrices in real use):
+// each block runs the next matrix over shared memory the previous one left.
+TEST_CASE("cuda newton-schulz small kernel looping over matrices per block matches the CPU",
+          "[cuda][deconv_ns][memcheck][racecheck]") {
+  const std::vector<NsCase> cases = {
+      {7, 5, 5, 8, 1e-5}, {7, 9, 2, 12, 0.5},   {7, 4, 1, 6, 1e-5},
+      {7, 3, 0, 5, 0.5},  {7, 32, 3, 40, 1e-5},
+  };
+  for (const int cap : {1, 3}) {
+    SECTION(str("grid cap ", cap)) {
+      const MatrixGridCap guard(cap);
+      run_newton_schulz_cases(cases, 231);
+    }
+  }
 }
 
 // n > 32: cuBLAS products with elementwise kernels and two-stage norm reductions between them.
