@@ -60,8 +60,9 @@ __global__ void sum_axis_kernel(const float* __restrict__ x, float* __restrict__
       if (ty < half) slab[ty * width + tx] += slab[(ty + half) * width + tx];
       __syncthreads();
     }
+    // No barrier before the next tile: each thread first writes only its own cell, and the last
+    // read of another's cell came before the halving loop's last barrier.
     if (valid && ty == 0) y[o * inner + i] = slab[tx];
-    __syncthreads();  // the next tile reuses the shared slab
   }
 }
 

@@ -135,8 +135,9 @@ void count_library_call();
 
 // The order threads of a block run between barriers: ND_EMU_ORDER=natural|reverse|warp|random[:seed]
 // (natural by default; random prints its seed). natural/reverse: all threads reach their next
-// barrier or warp operation before released ones go on; warp: warps in reverse order, and a warp
-// that completes a warp operation runs on at once; random: a seeded shuffle at every release.
+// barrier or warp operation before released ones go on; warp: a warp that completes a warp
+// operation runs on at once, warps taken in reverse order in even blocks and in index order in
+// odd ones; random: a seeded shuffle at every release.
 // Other settings, read once: ND_EMU_DEVICES (2), ND_EMU_DEVICE_MEMORY (bytes, 16 GiB),
 // ND_EMU_WORKERS (threads running blocks, the host thread included; max(2, cores)),
 // ND_EMU_STACK_KB (fiber stack, 128; 512 under ASan).

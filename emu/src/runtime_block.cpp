@@ -182,7 +182,7 @@ void fiber_main(bctx::transfer_t from) {
 // ---- orders
 // ----------------------------------------------------------------------------------------
 
-// Ids in the order of the block's policy (natural, reverse, warps reversed, shuffled).
+// Ids in the order of the block's policy (natural, reverse, by warps, shuffled).
 void order_ids(Executor* ex, std::vector<int>& ids) {
   switch (ex->order) {
     case ThreadOrder::Natural:
@@ -191,11 +191,15 @@ void order_ids(Executor* ex, std::vector<int>& ids) {
     case ThreadOrder::Reverse:
       std::sort(ids.rbegin(), ids.rend());
       break;
-    case ThreadOrder::Warp:
-      std::sort(ids.begin(), ids.end(), [](int a, int b) {
-        return a / kWarp != b / kWarp ? a / kWarp > b / kWarp : a < b;
+    case ThreadOrder::Warp: {
+      // Warps reversed in even blocks and in index order in odd ones: a warp that runs ahead
+      // then overwrites what the others still read whether its data sits first or last.
+      const bool reversed = (ex->block.x + ex->block.y + ex->block.z) % 2 == 0;
+      std::sort(ids.begin(), ids.end(), [reversed](int a, int b) {
+        return a / kWarp != b / kWarp ? (a / kWarp > b / kWarp) == reversed : a < b;
       });
       break;
+    }
     case ThreadOrder::Random:
       std::shuffle(ids.begin(), ids.end(), ex->rng);
       break;
