@@ -5,7 +5,7 @@
 #   1. the emulator's self-tests (nd_emu_tests: one broken kernel or call per fault class);
 #   2. every nd_cuda_tests case but the whole networks under two thread orders (natural, then
 #      warp: one warp runs ahead of the others between block barriers), and the whole-network
-#      cases (one of each kind by default, all 26 under both orders with ND_EMU_NETS=all);
+#      cases (four by default, all 26 under both orders with ND_EMU_NETS=all);
 #   3. nd-train and nd-infer on --device cuda against --device cpu, and two NCCL ranks against
 #      one (test/scripts/emu_train_test.sh).
 # scripts/sanitize.sh runs the same suites under AddressSanitizer at ND_TEST_SMALL=1 sizes.
@@ -29,8 +29,9 @@ for order in natural warp; do
   ND_EMU_ORDER=$order build-emu/bin/nd_cuda_tests "~[nets]"
 done
 # The whole-network cases take minutes each here (deconvolution: Newton-Schulz on 576x576
-# matrices in double); by default one network of each kind runs once, in natural order, and
-# ND_EMU_NETS=all runs all 26 under both orders. Every network's CUDA forward, eval and train
+# matrices in double); by default a plain and two residual networks run once, in natural order
+# (VGG-16 ND, ResNet-18 BN and ND, PreAct-18 BN with its unused stem), and ND_EMU_NETS=all runs
+# all 26 under both orders. Every network's CUDA forward, eval and train
 # mode, is also checked against the CPU by emu_train_test.sh below.
 if [ "${ND_EMU_NETS:-}" = all ]; then
   for order in natural warp; do
@@ -38,10 +39,9 @@ if [ "${ND_EMU_NETS:-}" = all ]; then
     ND_EMU_ORDER=$order build-emu/bin/nd_cuda_tests "[nets]"
   done
 else
-  echo "test_emu.sh: nd_cuda_tests network cases (one of each kind; ND_EMU_NETS=all for all)"
+  echo "test_emu.sh: nd_cuda_tests network cases (four of 26; ND_EMU_NETS=all for all)"
   nets="cuda the network list covers every reference network"
-  for net in "resnet18 --norm bn" "resnet18 --norm nd" "preact18 --norm bn" \
-             "mobilenetv2 --norm nd"; do
+  for net in "vgg16 --norm nd" "resnet18 --norm bn" "resnet18 --norm nd" "preact18 --norm bn"; do
     nets+=",cuda net $net matches the CPU in forward backward and eval"
   done
   ND_EMU_ORDER=natural build-emu/bin/nd_cuda_tests "$nets"
