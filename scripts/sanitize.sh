@@ -4,8 +4,9 @@
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (gcc), in the device-emulation
 #                build (one compile for both suites): nd_tests without the [nets]-sized runs, the
 #                fuzz regression inputs (nd-fuzz replay test/fuzz) and the crash-safety tests,
-#                whose nd-train is the sanitized one; then the emulator's self-tests and every
-#                nd_cuda_tests case at ND_TEST_SMALL=1 sizes (docs/gpu.md, "Emulation").
+#                whose nd-train is the sanitized one; then the emulator's self-tests and the
+#                nd_cuda_tests cases but the whole networks, at ND_TEST_SMALL=1 sizes in reverse
+#                thread order (docs/gpu.md, "Emulation").
 #   build-tsan/  ThreadSanitizer: nd_thread_tests, the tests of the threaded loader, image folders
 #                and the trainer, crash-safety tests included, without the [nets] and [large]
 #                network-sized runs.
@@ -47,7 +48,9 @@ for kind in "${kinds[@]}"; do
       # The emulated CUDA suite: device memory, shared memory and fiber stacks are all host
       # memory here, so ASan sees every kernel's and library stand-in's accesses.
       build-asan/bin/nd_emu_tests
-      ND_TEST_SMALL=1 ND_EMU_ORDER=reverse build-asan/bin/nd_cuda_tests
+      # Without the whole networks, as nd_tests above (minutes each in the emulation already).
+      ND_TEST_SMALL=1 ND_EMU_ORDER=reverse OMP_WAIT_POLICY=PASSIVE build-asan/bin/nd_cuda_tests \
+        "~[nets]"
       unset ASAN_OPTIONS UBSAN_OPTIONS
       ;;
     tsan)
