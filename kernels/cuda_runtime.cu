@@ -1,7 +1,8 @@
 // The CUDA runtime wrappers of cuda_runtime_api.h (device queries, raw allocation, copies, the one
 // engine stream per device) and the per-device cuBLAS/cuDNN/cuSOLVER handles of cuda_check.h.
-// Streams and handles are created lazily under a mutex and kept for the life of the process:
-// destroying them from static destructors could run after the CUDA runtime has shut down.
+// Streams and handles are created lazily under a mutex and kept for the life of the process, in
+// tables that are never destroyed: destroying them from static destructors could run after the
+// CUDA runtime has shut down (and a destroyed table would leave LeakSanitizer no pointer to them).
 #include <algorithm>
 #include <atomic>
 #include <mutex>
@@ -224,13 +225,13 @@ cudaStream_t create_stream(int device) {
 }  // namespace
 
 cudaStream_t cuda_stream(int device) {
-  static PerDevice<cudaStream_t> streams;
+  static PerDevice<cudaStream_t>& streams = *new PerDevice<cudaStream_t>;
   check_device_index(device);
   return streams.get(device, [device] { return create_stream(device); });
 }
 
 cudaStream_t cuda_copy_stream(int device) {
-  static PerDevice<cudaStream_t> streams;
+  static PerDevice<cudaStream_t>& streams = *new PerDevice<cudaStream_t>;
   check_device_index(device);
   return streams.get(device, [device] { return create_stream(device); });
 }
@@ -285,7 +286,7 @@ float cuda_event_elapsed_ms(cudaEvent_t start, cudaEvent_t stop) {
 }
 
 cublasHandle_t cublas_handle(cudaStream_t s) {
-  static PerDevice<cublasHandle_t> handles;
+  static PerDevice<cublasHandle_t>& handles = *new PerDevice<cublasHandle_t>;
   cublasHandle_t h = handles.get(current_device(), [] {
     cublasHandle_t created = nullptr;
     ND_CUBLAS_CHECK(cublasCreate(&created));
@@ -301,7 +302,7 @@ cublasHandle_t cublas_handle(cudaStream_t s) {
 }
 
 cudnnHandle_t cudnn_handle(cudaStream_t s) {
-  static PerDevice<cudnnHandle_t> handles;
+  static PerDevice<cudnnHandle_t>& handles = *new PerDevice<cudnnHandle_t>;
   cudnnHandle_t h = handles.get(current_device(), [] {
     cudnnHandle_t created = nullptr;
     ND_CUDNN_CHECK(cudnnCreate(&created));
@@ -312,7 +313,7 @@ cudnnHandle_t cudnn_handle(cudaStream_t s) {
 }
 
 cusolverDnHandle_t cusolver_handle(cudaStream_t s) {
-  static PerDevice<cusolverDnHandle_t> handles;
+  static PerDevice<cusolverDnHandle_t>& handles = *new PerDevice<cusolverDnHandle_t>;
   cusolverDnHandle_t h = handles.get(current_device(), [] {
     cusolverDnHandle_t created = nullptr;
     ND_CUSOLVER_CHECK(cusolverDnCreate(&created));

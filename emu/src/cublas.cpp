@@ -22,7 +22,8 @@ namespace {
 
 // Live handles, so a destroyed or made-up handle is refused rather than dereferenced.
 std::mutex g_mutex;
-std::unordered_set<cublasContext*> g_handles;
+// Never destroyed: handles may be used from exit-time code.
+std::unordered_set<cublasContext*>& g_handles = *new std::unordered_set<cublasContext*>;
 
 bool snapshot(cublasHandle_t h, cublasContext* out) {
   std::lock_guard<std::mutex> lock(g_mutex);

@@ -24,7 +24,8 @@ struct cusolverDnContext {
 namespace {
 
 std::mutex g_mutex;
-std::unordered_set<cusolverDnContext*> g_handles;
+// Never destroyed: handles may be used from exit-time code.
+std::unordered_set<cusolverDnContext*>& g_handles = *new std::unordered_set<cusolverDnContext*>;
 
 bool snapshot(cusolverDnHandle_t h, cusolverDnContext* out) {
   std::lock_guard<std::mutex> lock(g_mutex);

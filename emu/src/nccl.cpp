@@ -48,7 +48,8 @@ struct ncclComm {
 namespace {
 
 std::mutex g_mutex;
-std::unordered_set<ncclComm*> g_comms;
+// Never destroyed: handles may be used from exit-time code.
+std::unordered_set<ncclComm*>& g_comms = *new std::unordered_set<ncclComm*>;
 
 std::shared_ptr<CommState> lookup(ncclComm_t comm) {
   std::lock_guard<std::mutex> lock(g_mutex);
