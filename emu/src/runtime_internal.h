@@ -58,9 +58,12 @@ struct AllocView {
 // The allocation whose mapped pages (or guard page) hold p, live or freed.
 bool find_allocation(const void* p, AllocView* out);
 bool is_pinned(const void* p, size_t bytes);
-// Makes every live allocation readable and writable while queued work runs (nests).
+// Makes live allocations readable and writable while queued work runs (nests): each on its first
+// touch (or open_allocation), every one at once under ASan.
 void open_device_access();
 void close_device_access();
+// Opens the live allocation holding p for the rest of the current device work, if any.
+void open_allocation(const void* p);
 // Checks the canary after the allocation holding p; faults naming `who` when it was overwritten.
 void check_overrun(const void* p, const char* who);
 std::string describe_pointer(const void* p);

@@ -136,6 +136,7 @@ void run_grid(Grid& grid) {
   const dim3& g = grid.cfg.grid;
   const uint64_t total = uint64_t(g.x) * g.y * g.z;
   Pool& p = pool();
+  for (const void* arg : grid.pointer_args) open_allocation(arg);  // the rest open on first touch
   if (total == 1) {
     if (!run_block(grid, 0)) grid.aborted = true;
   } else {

@@ -3,6 +3,11 @@
 // memory". An allocation is its own page run (data at the start, a canary in the slack after the
 // requested size, one guard page after), PROT_NONE except while queued device work runs, so host
 // code that dereferences device memory gets SIGSEGV as it would on a GPU system.
+// Without ASan an allocation opens on demand while device work runs: its first touch faults, the
+// SIGSEGV handler opens it and the access is retried, and the end of the work closes only what was
+// opened. Opening every live allocation instead costs two mprotect calls per allocation and launch,
+// each a TLB shootdown on every core the process's threads run on: most of the emulated suite's
+// time on a small machine with OpenMP and BLAS threads about.
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -55,12 +60,14 @@ struct MemState {
   std::vector<Arena> arenas;
   std::vector<size_t> live_bytes;
   int access_depth = 0;
+  std::vector<uintptr_t> opened;  // on-demand openings of the current device work (non-ASan)
 };
 MemState& mem() {
   static MemState* state = [] {
     auto* s = new MemState;
     s->arenas.resize(size_t(device_count()));
     s->live_bytes.resize(size_t(device_count()));
+    s->opened.reserve(1 << 16);  // the SIGSEGV handler appends without allocating
     return s;
   }();
   return *state;
@@ -80,14 +87,47 @@ std::string hex(uintptr_t p) {
   return buf;
 }
 
-// Non-ASan: a SIGSEGV on device memory says what was touched, then dies as before.
+void protect(uintptr_t base, const Rec& r, int prot);
+
+// Non-ASan: while device work runs, a fault on a live allocation's pages (its guard page aside)
+// opens that allocation and retries the access; any other SIGSEGV on device memory says what was
+// touched, then dies as before. The mutex is never held while device memory is touched, so
+// waiting for it here cannot deadlock; the wait is bounded all the same.
 struct sigaction g_previous_segv;
-void on_segv(int sig, siginfo_t* info, void*) {
+
+// A fault that is not an opening goes to the handler ours was put in front of, or kills.
+void pass_on(int sig, siginfo_t* info, void* context) {
+  const struct sigaction previous = g_previous_segv;
+  if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction != nullptr)
+    previous.sa_sigaction(sig, info, context);
+  else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN)
+    previous.sa_handler(sig);
+  else
+    signal(sig, SIG_DFL);  // the retried access dies the usual way
+}
+
+void on_segv(int sig, siginfo_t* info, void* context) {
+  if (info->si_code <= 0) {  // raised again by a crash reporter: die
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
   const uintptr_t p = uintptr_t(info->si_addr);
   char buf[256];
   int n = std::snprintf(buf, sizeof buf, "nd-emu: segmentation fault at %" PRIxPTR "\n", p);
   MemState& s = mem();
-  if (s.mutex.try_lock()) {
+  bool locked = false;
+  for (int tries = 0; tries < 1000000 && !(locked = s.mutex.try_lock()); ++tries) sched_yield();
+  if (locked && s.access_depth > 0 && info->si_code == SEGV_ACCERR) {
+    const auto* r = find_in(s.live, p);
+    if (r && p < r->first + r->second.mapped && s.opened.size() < s.opened.capacity()) {
+      protect(r->first, r->second, PROT_READ | PROT_WRITE);
+      s.opened.push_back(r->first);
+      s.mutex.unlock();
+      return;  // the access is retried on open pages
+    }
+  }
+  if (locked) {
     if (auto* r = find_in(s.live, p)) {
       const bool past_end = p >= r->first + r->second.size;
       n = std::snprintf(buf, sizeof buf,
@@ -104,22 +144,35 @@ void on_segv(int sig, siginfo_t* info, void*) {
     s.mutex.unlock();
   }
   if (n > 0) (void)!write(2, buf, size_t(std::min(n, int(sizeof buf) - 1)));
-  sigaction(sig, &g_previous_segv, nullptr);  // the retried access dies the usual way
+  pass_on(sig, info, context);
 }
 
+// Called under the mutex as device work starts: a handler installed since (a test framework's
+// crash reporter, MPI's) is put behind ours, which passes on every fault that is not an opening.
 void install_segv_handler() {
 #if !defined(ND_EMU_ASAN)
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction now {};
-    if (sigaction(SIGSEGV, nullptr, &now) != 0 || now.sa_handler != SIG_DFL) return;
-    struct sigaction act {};
-    act.sa_sigaction = on_segv;
-    act.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&act.sa_mask);
-    sigaction(SIGSEGV, &act, &g_previous_segv);
-  });
+  struct sigaction now {};
+  if (sigaction(SIGSEGV, nullptr, &now) != 0) return;
+  if ((now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_segv) return;
+  struct sigaction act {};
+  act.sa_sigaction = on_segv;
+  act.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&act.sa_mask);
+  sigaction(SIGSEGV, &act, &g_previous_segv);
 #endif
+}
+
+constexpr bool kOpenOnDemand =
+#if defined(ND_EMU_ASAN)
+    false;  // ASan owns SIGSEGV
+#else
+    true;
+#endif
+
+// Opens the allocation at `base` for the rest of the current device work (under the mutex).
+void open_now(MemState& s, uintptr_t base, const Rec& r) {
+  protect(base, r, PROT_READ | PROT_WRITE);
+  if (s.access_depth > 0) s.opened.push_back(base);
 }
 
 void protect(uintptr_t base, const Rec& r, int prot) {
@@ -189,15 +242,36 @@ bool is_pinned(const void* p, size_t bytes) {
 void open_device_access() {
   MemState& s = mem();
   std::lock_guard<std::mutex> lock(s.mutex);
-  if (s.access_depth++ == 0)
+  if (s.access_depth++ != 0) return;
+  if (kOpenOnDemand)
+    install_segv_handler();
+  else
     for (const auto& [base, r] : s.live) protect(base, r, PROT_READ | PROT_WRITE);
 }
 
 void close_device_access() {
   MemState& s = mem();
   std::lock_guard<std::mutex> lock(s.mutex);
-  if (--s.access_depth == 0)
+  if (--s.access_depth != 0) return;
+  if (kOpenOnDemand) {
+    std::sort(s.opened.begin(), s.opened.end());
+    s.opened.erase(std::unique(s.opened.begin(), s.opened.end()), s.opened.end());
+    for (uintptr_t base : s.opened) {
+      auto it = s.live.find(base);  // freed ones are fresh PROT_NONE pages already
+      if (it != s.live.end()) protect(base, it->second, PROT_NONE);
+    }
+    s.opened.clear();
+  } else {
     for (const auto& [base, r] : s.live) protect(base, r, PROT_NONE);
+  }
+}
+
+void open_allocation(const void* p) {
+  if (!kOpenOnDemand) return;
+  MemState& s = mem();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.access_depth == 0) return;
+  if (const auto* r = find_in(s.live, uintptr_t(p))) open_now(s, r->first, r->second);
 }
 
 void check_overrun(const void* p, const char* who) {
@@ -207,7 +281,7 @@ void check_overrun(const void* p, const char* who) {
     std::lock_guard<std::mutex> lock(s.mutex);
     const auto* r = find_in(s.live, uintptr_t(p));
     if (!r) return;
-    if (s.access_depth == 0) protect(r->first, r->second, PROT_READ | PROT_WRITE);
+    if (s.access_depth == 0 || kOpenOnDemand) open_now(s, r->first, r->second);
     const unsigned char* bad = overwritten_canary(r->first, r->second);
     if (bad) {
       message = std::string(who) + " wrote past the end of the " + std::to_string(r->second.size) +
@@ -258,8 +332,10 @@ bool check_device_range(const void* p, size_t bytes, const char* what) {
   detail::AllocView v;
   const uintptr_t a = uintptr_t(p);
   if (p != nullptr && detail::find_allocation(p, &v) && v.live &&
-      a < v.base + v.size + (bytes == 0) && a + bytes <= v.base + v.size)
+      a < v.base + v.size + (bytes == 0) && a + bytes <= v.base + v.size) {
+    detail::open_allocation(p);  // library stand-ins and MPI read it without faulting
     return true;
+  }
   std::string message =
       std::string(what) + ": " + std::to_string(bytes) + " bytes at " + detail::describe_pointer(p);
   if (p != nullptr && v.live && a + bytes > v.base + v.size)
@@ -382,7 +458,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 #if defined(ND_EMU_ASAN)
   ASAN_POISON_MEMORY_REGION(static_cast<char*>(data) + bytes, r.mapped - bytes);
 #endif
-  if (s.access_depth == 0) protect(base, r, PROT_NONE);
+  if (s.access_depth == 0 || kOpenOnDemand) protect(base, r, PROT_NONE);
   s.live.emplace(base, r);
   s.live_bytes[size_t(device)] += bytes;
   counter_state().device_allocations++;
