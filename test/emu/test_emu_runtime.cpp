@@ -396,6 +396,33 @@ TEST_CASE("emu runtime: bad kernel pointers and host access to device memory", "
 #endif
 }
 
+// Neither buffer is a launch argument: the kernel reaches them through a table in device memory.
+__global__ void copy_through_table(float* const* table, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) table[1][i] = table[0][i] * 2.0f;
+}
+
+TEST_CASE("emu runtime: memory reached through device pointers opens on demand, then closes",
+          "[emu]") {
+  Clean clean;
+  DeviceBuffer<float> src(1000), dst(1000);
+  DeviceBuffer<float*> table(2);
+  ND_EMU_LAUNCH(4, 256, 0, nullptr, fill)(src.p, 1.5f, 1000);
+  table.upload({src.p, dst.p});
+  ND_EMU_LAUNCH(4, 256, 0, nullptr, copy_through_table)(table.p, 1000);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  for (float v : dst.download()) REQUIRE(v == 3.0f);
+  // After the work, memory the kernel opened is closed to host code again.
+  for (float* q : {src.p, dst.p}) {
+    int sig = 0;
+    volatile float* p = q;
+    CHECK(child_dies([p] { std::printf("%f\n", double(p[0])); }, &sig));
+#if !defined(ND_TEST_ASAN)
+    CHECK(sig == SIGSEGV);
+#endif
+  }
+}
+
 TEST_CASE("emu runtime: copies check direction and ranges", "[emu]") {
   Clean clean;
   DeviceBuffer<float> d(16);
