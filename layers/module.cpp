@@ -148,22 +148,47 @@ std::map<std::string, Tensor> Module::state_dict() const {
   return out;
 }
 
-void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
+void Module::load_state_dict(const std::map<std::string, Tensor>& state,
+                             const std::function<bool(const std::string&)>& skip) {
+  // Every problem is listed at once (a checkpoint of another variant mismatches in many places),
+  // and nothing is copied unless all entries fit.
+  std::vector<std::string> missing, mistyped, unexpected;
+  std::vector<std::pair<Tensor, Tensor>> copies;  // handles: named_parameters() is a copy
   std::set<std::string> expected;
-  auto load = [&](const std::string& name, Tensor& dst) {
+  auto check = [&](const std::string& name, const Tensor& dst) {
     expected.insert(name);
+    if (skip && skip(name)) return;
     auto it = state.find(name);
-    ND_CHECK(it != state.end(), "state dict has no entry '", name, "' of shape ",
-             shape_str(dst.shape()));
-    ND_CHECK(it->second.shape() == dst.shape(), "state dict entry '", name, "' has shape ",
-             shape_str(it->second.shape()), ", the model expects ", shape_str(dst.shape()));
-    NoGradGuard no_grad;
-    dst.copy_(it->second);
+    if (it == state.end()) {
+      missing.push_back(name + " " + shape_str(dst.shape()));
+    } else if (it->second.shape() != dst.shape()) {
+      mistyped.push_back(name + " is " + shape_str(it->second.shape()) + ", the model's " +
+                         shape_str(dst.shape()));
+    } else if (it->second.dtype() != dst.dtype()) {
+      mistyped.push_back(name + " is " + dtype_name(it->second.dtype()) + ", the model's " +
+                         dtype_name(dst.dtype()));
+    } else {
+      copies.emplace_back(dst, it->second);
+    }
   };
-  for (auto& [name, t] : named_parameters()) load(name, t);
-  for (auto& [name, t] : named_buffers()) load(name, t);
+  for (auto& [name, t] : named_parameters()) check(name, t);
+  for (auto& [name, t] : named_buffers()) check(name, t);
   for (const auto& [name, t] : state)
-    ND_CHECK(expected.count(name), "state dict entry '", name, "' does not exist in the model");
+    if (!expected.count(name) && !(skip && skip(name))) unexpected.push_back(name);
+  if (!missing.empty() || !mistyped.empty() || !unexpected.empty()) {
+    std::string message = "the state dict does not fit the model:";
+    auto list = [&](const char* what, const std::vector<std::string>& names) {
+      if (names.empty()) return;
+      message += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
+      for (const std::string& n : names) message += "\n    " + n;
+    };
+    list("missing from the state dict", missing);
+    list("with another shape or dtype than the model's", mistyped);
+    list("not in the model", unexpected);
+    ND_FAIL(message);
+  }
+  NoGradGuard no_grad;
+  for (auto& [dst, src] : copies) dst.copy_(src);
 }
 
 void Sequential::push_back(std::shared_ptr<Module> m) {

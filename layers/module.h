@@ -3,6 +3,7 @@
 // (`layer1.0.conv1.weight`). Moving to a device swaps storage inside each tensor, so handles
 // held elsewhere (an optimizer's) stay valid.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,8 +57,11 @@ class Module {
 
   // Every parameter and buffer by its full name (what checkpoints hold).
   std::map<std::string, Tensor> state_dict() const;
-  // Copies values in; every name must be present with the same shape (errors name the key).
-  void load_state_dict(const std::map<std::string, Tensor>& state);
+  // Copies values in: every parameter and buffer must be present with the same shape and dtype,
+  // and every entry must be one of them, except the names `skip` accepts (left as they are, and
+  // ignored in `state`). Otherwise nothing is copied and the error lists every mismatch.
+  void load_state_dict(const std::map<std::string, Tensor>& state,
+                       const std::function<bool(const std::string&)>& skip = {});
 
  protected:
   Tensor& register_parameter(const std::string& name, Tensor t);

@@ -1,5 +1,8 @@
 // Modules: reference naming, parameter counts, state dicts, train/eval, optimizers, schedules.
 #include <cmath>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "engine/optim.h"
 #include "layers/activation.h"
@@ -96,17 +99,34 @@ TEST_CASE("state dicts round-trip and reject mismatches by name", "[layers]") {
   b->load_state_dict(a->state_dict());
   for (auto& [name, t] : a->state_dict())
     CHECK(t.to_vector<double>() == b->state_dict().at(name).to_vector<double>());
+  // A model whose values all differ from a's: a load that fails must leave every one of them.
+  Generator g3(3);
+  auto c = build_net(cfg, g3);
+  std::map<std::string, std::vector<double>> before;  // values, not handles to c's storage
+  for (auto& [name, t] : c->state_dict()) before[name] = t.to_vector<double>();
+  auto unchanged = [&] {
+    for (auto& [name, t] : c->state_dict()) CHECK(t.to_vector<double>() == before.at(name));
+  };
   auto bad = a->state_dict();
   bad["1.weight"] = Tensor::zeros({3, 3});
   try {
-    b->load_state_dict(bad);
+    c->load_state_dict(bad);
     FAIL("expected an error");
   } catch (const Error& e) {
-    CHECK(std::string(e.what()).find("'1.weight' has shape (3, 3)") != std::string::npos);
+    CHECK(std::string(e.what()).find("1.weight is (3, 3)") != std::string::npos);
   }
+  unchanged();  // the entries that fit did not go in either
   auto extra = a->state_dict();
   extra["9.weight"] = Tensor::zeros({1});
-  CHECK_THROWS_AS(b->load_state_dict(extra), Error);
+  CHECK_THROWS_AS(c->load_state_dict(extra), Error);
+  unchanged();
+  // Skipped names may be missing, foreign or mismatched, and keep their values.
+  extra.erase("1.weight");
+  c->load_state_dict(extra, [](const std::string& n) { return n == "1.weight" || n == "9.weight"; });
+  CHECK(c->state_dict().at("1.weight").to_vector<double>() == before.at("1.weight"));
+  for (auto& [name, t] : a->state_dict())
+    if (name != "1.weight")
+      CHECK(t.to_vector<double>() == c->state_dict().at(name).to_vector<double>());
 }
 
 TEST_CASE("SGD and Adam follow PyTorch's update rules", "[optim]") {
