@@ -8,6 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "apps/train_config.h"
+#include "io/sha256.h"
+
 namespace nd {
 
 namespace {
@@ -136,6 +139,23 @@ void save_weights(const std::string& path, const Module& net, int64_t epoch,
 void load_weights(const std::string& path, Module& net) {
   ND_CHECK(std::filesystem::exists(path), "weights file ", path, " does not exist");
   load_into(net, io::load_safetensors(path), path);
+}
+
+std::string load_init_weights(const std::string& path, const std::string& skip_pattern,
+                              Module& net) {
+  ND_CHECK(std::filesystem::exists(path), "--init-weights ", path, " does not exist");
+  const auto skip = init_skip_filter(skip_pattern);
+  std::map<std::string, Tensor> tensors;
+  try {
+    tensors = io::load_safetensors(path);
+    net.load_state_dict(tensors, skip);
+  } catch (const Error& e) {
+    ND_FAIL("--init-weights ", path, ": ", e.what(),
+            skip_pattern.empty()
+                ? ""
+                : " (--init-skip '" + skip_pattern + "' left out the names it matches)");
+  }
+  return io::sha256_file(path);
 }
 
 int64_t weights_epoch(const std::string& path) {

@@ -41,6 +41,12 @@ void save_weights(const std::string& path, const Module& net, int64_t epoch,
 // Loads weights saved by us or exported from PyTorch under the same names (F16 and BF16 widened to
 // float32); errors name the file and the tensor (missing, unexpected, wrong shape).
 void load_weights(const std::string& path, Module& net);
+// nd-train --init-weights: loads parameters and buffers from `path` (safetensors under the
+// reference's names, F32/F16/BF16) except the names `skip_pattern` matches (--init-skip, a regex
+// on the whole name); every missing, unexpected or mis-shaped name is listed in one error and
+// nothing is loaded then. Returns the file's sha256.
+std::string load_init_weights(const std::string& path, const std::string& skip_pattern,
+                              Module& net);
 // The epoch in a weights file's metadata, or -1 when it has none or the file cannot be read.
 int64_t weights_epoch(const std::string& path);
 

@@ -22,8 +22,9 @@ std::shared_ptr<const data::Dataset> in_memory(const TrainConfig& cfg, bool trai
   std::string name = cfg.dataset + (train ? " train" : " test");
   if (cfg.dataset == "cifar10" || cfg.dataset == "cifar100") {
     const bool c10 = cfg.dataset == "cifar10";
-    t.crop_padding = train ? data::kCifarCropPadding : 0;
-    t.flip = train;
+    const bool augment = train && !cfg.no_augment;
+    t.crop_padding = augment ? data::kCifarCropPadding : 0;
+    t.flip = augment;
     t.normalize = true;
     t.mean = c10 ? data::kCifar10Mean : data::kCifar100Mean;
     t.stddev = c10 ? data::kCifar10Std : data::kCifar100Std;
@@ -38,7 +39,7 @@ std::shared_ptr<const data::Dataset> in_memory(const TrainConfig& cfg, bool trai
 std::shared_ptr<const data::Dataset> image_folder(const TrainConfig& cfg, bool train,
                                                   const std::string& dir) {
   data::ImageFolderOptions o;
-  o.train = train;
+  o.train = train && !cfg.no_augment;  // off: the validation resize and centre crop
   o.skip_bad = cfg.skip_bad_images;
   o.size = cfg.image_size;
   o.resize = (cfg.image_size * 256 + 112) / 224;  // 256 for 224, as the reference's recipe

@@ -94,10 +94,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--device", cfg.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--output", cfg.output, "run directory (default runs/<date>-<arch>-<norm>)");
-  app.add_option("--resume", resume,
-                 "continue the run in DIR (its config.json gives every setting; --epochs, "
-                 "--stop-after, --device, --workers, --threads and --save-dtype may change; a "
-                 "larger --epochs stretches the learning-rate schedule)");
+  app.add_option(
+      "--resume", resume,
+      "continue the run in DIR (its config.json gives every setting; --epochs, --stop-after, "
+      "--device, --workers, --threads, --save-dtype and --log-interval may change; a larger "
+      "--epochs stretches the learning-rate schedule)");
   app.add_option("--evaluate", evaluate,
                  "evaluate a weights file (e.g. DIR/best.safetensors) on the test split and exit");
   app.add_flag("--summary", summary,
@@ -125,6 +126,21 @@ int main(int argc, char** argv) {
                  "F32 | F16 | BF16: how float32 tensors are stored in the exported weights "
                  "last.safetensors and best.safetensors; training_state.safetensors (what --resume "
                  "reads) always keeps exact float32")
+      ->capture_default_str();
+  app.add_option("--init-weights", cfg.init_weights,
+                 "start from these weights (safetensors under the reference's names, F32/F16/BF16, "
+                 "as nd-infer reads them): parameters and running statistics, with a fresh "
+                 "optimizer and schedule; every missing, unexpected or mis-shaped name is an "
+                 "error");
+  app.add_option("--init-skip", cfg.init_skip,
+                 "with --init-weights: names matching this regular expression (the whole name) "
+                 "keep their initial values and may be missing or differ in the file, e.g. "
+                 "'linear\\..*' to fine-tune to another number of classes");
+  app.add_flag("--no-augment", cfg.no_augment,
+               "no random crop or flip (image folders: the validation resize and centre crop)");
+  app.add_flag("--no-shuffle", cfg.no_shuffle, "batches in the stored order");
+  app.add_option("--log-interval", cfg.log_interval,
+                 "a progress line every N steps (default 0: about every 10 s)")
       ->capture_default_str();
   app.add_option("--train-limit", cfg.train_limit, "use only the first N training images");
   app.add_option("--test-limit", cfg.test_limit, "use only the first N test images");
@@ -181,17 +197,22 @@ int main(int argc, char** argv) {
                                "--image-size",
                                "--tf32",
                                "--deterministic",
-                               "--sync-stats"})
+                               "--sync-stats",
+                               "--init-weights",
+                               "--init-skip",
+                               "--no-augment",
+                               "--no-shuffle"})
         if (app.count(flag) > 0)
           throw nd::Error(std::string("--resume takes ") + flag + " from " + resume +
                           "/config.json; leave it out (only --epochs, --stop-after, --device, "
-                          "--workers, --threads and --save-dtype may change)");
+                          "--workers, --threads, --save-dtype and --log-interval may change)");
       nd::TrainConfig saved = nd::resume_config(resume);
       if (app.count("--epochs")) saved.epochs = cfg.epochs;
       if (app.count("--device")) saved.device = cfg.device;
       if (app.count("--workers")) saved.workers = cfg.workers;
       if (app.count("--save-dtype")) saved.save_dtype = cfg.save_dtype;
       if (app.count("--threads")) saved.threads = cfg.threads;
+      saved.log_interval = cfg.log_interval;
       saved.stop_after = cfg.stop_after;
       saved.output = resume;
       nd::install_stop_handlers();

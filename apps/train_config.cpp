@@ -3,7 +3,9 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <type_traits>
 
 #include "core/error.h"
@@ -65,6 +67,11 @@ void for_each_field(TrainConfig& c, F&& f) {
   f("sync_stats", c.sync_stats);
   f("world_size", c.world_size);
   f("save_dtype", c.save_dtype);
+  f("init_weights", c.init_weights);
+  f("init_weights_sha256", c.init_weights_sha256);
+  f("init_skip", c.init_skip);
+  f("no_augment", c.no_augment);
+  f("no_shuffle", c.no_shuffle);
 }
 
 // Reads a field with JSON's own types and no silent conversion: a whole number in range for an
@@ -194,6 +201,10 @@ void validate(const TrainConfig& cfg) {
   ND_CHECK(cfg.threads >= 0, "--threads must be >= 0 (0: every core), got ", cfg.threads);
   ND_CHECK(cfg.train_limit >= 0 && cfg.test_limit >= 0, "limits must be >= 0");
   require_one_of("--sync-stats", cfg.sync_stats, {"on", "off"});
+  ND_CHECK(cfg.log_interval >= 0, "--log-interval must be >= 0 (0: about every 10 s), got ",
+           cfg.log_interval);
+  ND_CHECK(cfg.init_skip.empty() || !cfg.init_weights.empty(), "--init-skip needs --init-weights");
+  if (!cfg.init_skip.empty()) init_skip_filter(cfg.init_skip);  // a bad pattern fails here
   ND_CHECK(cfg.world_size >= 1, "world_size must be >= 1, got ", cfg.world_size);
 }
 
@@ -216,6 +227,16 @@ NetConfig net_config(const TrainConfig& cfg, int64_t channels, int64_t height, i
   n.deconv_path = cfg.deconv_path == "composite" ? DeconvPath::Composite : DeconvPath::Fused;
   n.deconv.path = n.deconv_path;
   return n;
+}
+
+std::function<bool(const std::string&)> init_skip_filter(const std::string& pattern) {
+  if (pattern.empty()) return {};
+  try {
+    auto re = std::make_shared<std::regex>(pattern, std::regex::ECMAScript);
+    return [re](const std::string& name) { return std::regex_match(name, *re); };
+  } catch (const std::regex_error& e) {
+    ND_FAIL("--init-skip '", pattern, "' is not a valid regular expression (", e.what(), ")");
+  }
 }
 
 std::string to_json(const TrainConfig& cfg) {

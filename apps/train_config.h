@@ -3,6 +3,7 @@
 // run, read back by --resume).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,10 +44,19 @@ struct TrainConfig {
   bool skip_bad_images = false;       // image folders: skip and count unreadable images
   int64_t image_size = 224;           // image folders: crop size (validation resizes to 256/224 x)
   std::string save_dtype = "F32";     // last/best.safetensors: F32 | F16 | BF16 (state: float32)
-  int progress = -1;                  // progress line: 1 on, 0 off, -1 when stdout is a terminal
-  bool write_files = true;            // run directory with config, CSVs and checkpoints
-  bool tf32 = false;                  // GPU: TF32 tensor cores for convolutions and GEMMs
-  bool deterministic = false;         // GPU: deterministic cuDNN algorithms only
+  // Start from these weights (safetensors under the reference's names) instead of random ones,
+  // with a fresh optimizer and schedule; names matching init_skip (ECMAScript regex, whole name)
+  // keep their initial values. init_weights_sha256 is filled in when the file is read and
+  // checked when a run without a checkpoint yet starts again.
+  std::string init_weights, init_weights_sha256, init_skip;
+  bool no_augment = false;  // no random crop or flip (image folders: the validation transform)
+  bool no_shuffle = false;  // batches in the stored order
+  // Progress line every log_interval steps (0: about every 10 s); not part of the saved run.
+  int64_t log_interval = 0;
+  bool progress = true;     // progress lines on rank 0 during epochs (a terminal rewrites one line)
+  bool write_files = true;  // run directory with config, CSVs and checkpoints
+  bool tf32 = false;        // GPU: TF32 tensor cores for convolutions and GEMMs
+  bool deterministic = false;  // GPU: deterministic cuDNN algorithms only
   // Data parallel (docs/distributed.md): layers combine batch statistics across ranks (on) or
   // keep per-rank ones like the reference under DistributedDataParallel (off); the number of
   // ranks the run trains on (set by nd-train from the launcher, not a flag; --resume needs it).
@@ -75,6 +85,9 @@ DatasetShape dataset_shape(const std::string& dataset);
 bool grey_in_cifar_layout(const TrainConfig& cfg);
 // The input (C, H, W) and class count the network of cfg sees (the above and --image-size).
 DatasetShape network_input_shape(const TrainConfig& cfg);
+
+// The names --init-skip leaves at their initial values (the whole name matches); empty: none.
+std::function<bool(const std::string&)> init_skip_filter(const std::string& pattern);
 
 std::string to_json(const TrainConfig& cfg);
 // Fields missing from the JSON keep their defaults; unknown fields are rejected.

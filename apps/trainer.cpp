@@ -15,10 +15,12 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <numeric>
 #include <sstream>
 
 #include "apps/datasets.h"
 #include "apps/distributed.h"
+#include "apps/epoch_progress.h"
 #include "apps/interrupt.h"
 #include "data/loader.h"
 #include "engine/comm.h"
@@ -206,6 +208,24 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const int64_t train_count = limited(data.train->size(), cfg.train_limit);
   const int64_t test_count = limited(data.test->size(), cfg.test_limit);
   std::shared_ptr<Module> net = build_for(cfg, *data.train);
+
+  TrainResult result;
+  result.output_dir = resuming ? resume_dir : cfg.output.empty() ? default_output(cfg) : cfg.output;
+  const std::string dir = result.output_dir;
+  // A run killed before its first checkpoint has only config.json: it starts again.
+  const bool has_checkpoint =
+      fs::exists(dir + "/training_state.safetensors") || fs::exists(dir + "/last.safetensors");
+  TrainConfig saved_cfg = cfg;  // what config.json records: the flags and the init weights' digest
+  if (!cfg.init_weights.empty() && !(resuming && has_checkpoint)) {
+    // Before anything is written: a file that does not fit leaves no run directory behind.
+    const std::string digest = load_init_weights(cfg.init_weights, cfg.init_skip, *net);
+    ND_CHECK(cfg.init_weights_sha256.empty() || digest == cfg.init_weights_sha256,
+             "--init-weights ", cfg.init_weights, " has changed since the run in ", dir,
+             " started (sha256 ", digest, ", config.json records ", cfg.init_weights_sha256,
+             "); restore that file or start a new run");
+    saved_cfg.init_weights = fs::absolute(cfg.init_weights).string();  // resumable from anywhere
+    saved_cfg.init_weights_sha256 = digest;
+  }
   net->to(device);
   net->train();
 
@@ -215,15 +235,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   else
     opt = std::make_unique<Adam>(net->parameters(), cfg.lr, cfg.weight_decay);
 
-  TrainResult result;
-  result.output_dir = resuming ? resume_dir : cfg.output.empty() ? default_output(cfg) : cfg.output;
-  const std::string dir = result.output_dir;
   Generator data_gen(cfg.seed ^ 0x5eed5eed5eedULL);
   TrainingProgress progress;
   const io::FloatStorage save_dtype = io::parse_float_storage(cfg.save_dtype, "--save-dtype");
-  // A run killed before its first checkpoint has only config.json: it starts again.
-  const bool has_checkpoint =
-      fs::exists(dir + "/training_state.safetensors") || fs::exists(dir + "/last.safetensors");
   if (resuming && has_checkpoint) {
     load_training_checkpoint(dir, *net, *opt, progress);
     data_gen.set_state(progress.data_rng);
@@ -240,7 +254,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     if (resuming && has_checkpoint &&
         weights_epoch(dir + "/last.safetensors") != progress.epochs_done)
       save_weights(dir + "/last.safetensors", *net, progress.epochs_done, save_dtype);
-    io::write_file_atomic(dir + "/config.json", to_json(cfg));
+    io::write_file_atomic(dir + "/config.json", to_json(saved_cfg));
     std::string summary = kSummaryHeader;
     for (const auto& s : progress.history) summary += summary_row(s);
     io::write_file_atomic(dir + "/summary.csv", summary);
@@ -252,8 +266,8 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
     steps_csv.open(dir + "/steps.csv", std::ios::app);
     ND_CHECK(steps_csv, "cannot write ", dir, "/steps.csv");
   }
-  const bool progress_line =
-      comm::is_root() && (cfg.progress == 1 || (cfg.progress == -1 && isatty(STDOUT_FILENO)));
+  const bool show_progress = comm::is_root() && cfg.progress;
+  const bool terminal = &log == &std::cout && isatty(STDOUT_FILENO) != 0;
   log << "nd-train: " << resolve_arch(cfg.arch, cfg.dataset) << " norm=" << cfg.norm << " on "
       << cfg.dataset << " (" << train_count << " train / " << test_count << " test images), device "
       << device.str()
@@ -265,6 +279,10 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
                          ? ", resuming after epoch " + std::to_string(progress.epochs_done)
                          : ", no checkpoint yet: starting from epoch 0"
                    : "")
+      << (!cfg.init_weights.empty() && !(resuming && has_checkpoint)
+              ? ", initial weights " + cfg.init_weights +
+                    (cfg.init_skip.empty() ? "" : " (but names matching '" + cfg.init_skip + "')")
+              : "")
       << std::endl;
 
   std::string train_report = bad_image_report(*data.train);
@@ -283,12 +301,19 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const int64_t last_epoch = cfg.stop_after > 0 ? std::min(cfg.stop_after, cfg.epochs) : cfg.epochs;
   for (int64_t epoch = progress.epochs_done; epoch < last_epoch; ++epoch) {
     const auto t0 = Clock::now();
-    std::vector<int64_t> order = data_gen.permutation(train_count);
+    std::vector<int64_t> order(static_cast<size_t>(train_count));
+    if (cfg.no_shuffle)
+      std::iota(order.begin(), order.end(), int64_t(0));
+    else
+      order = data_gen.permutation(train_count);
     dp.start_epoch(train_loader, std::move(order), data_gen.next_u64());
     data::Batch b;
     double loss_sum = 0, epoch_lr = 0;
     int64_t correct = 0, seen = 0, batch_index = 0;
+    double data_seconds = 0, last_lr = 0;
     std::vector<PendingStep> pending;
+    EpochProgress epoch_progress(log, show_progress, terminal, cfg.log_interval, epoch + 1,
+                                 cfg.epochs, steps_per_epoch);
     auto flush = [&] {
       for (PendingStep& p : pending) {
         const double loss_value = p.loss.item();
@@ -310,18 +335,19 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
           steps_csv << p.step + 1 << "," << p.epoch + 1 << "," << p.lr << "," << loss_value << "\n";
       }
       pending.clear();
-      if (progress_line && seen > 0)
-        std::cout << "\repoch " << epoch + 1 << "/" << cfg.epochs << " [" << batch_index << "/"
-                  << steps_per_epoch << "] loss " << std::fixed << std::setprecision(4)
-                  << loss_sum / double(seen) << std::flush;
     };
     const std::string epoch_name = "during epoch " + std::to_string(epoch + 1);
-    while (train_loader.next(b)) {
+    for (;;) {
+      const auto wait_start = Clock::now();
+      const bool more = train_loader.next(b);
+      data_seconds += std::chrono::duration<double>(Clock::now() - wait_start).count();
+      if (!more) break;
       stop_if_requested(epoch_name, dir, progress.epochs_done, write_files);
       const double lr = cfg.lr_scheduler == "cosine"
                             ? cosine_lr(cfg.lr, step, total_steps)
                             : multistep_lr(cfg.lr, epoch, milestones, cfg.multistep_gamma);
       if (batch_index == 0) epoch_lr = lr;
+      last_lr = lr;
       opt->set_lr(lr);
       Tensor labels = b.labels.to(device);
       Tensor logits = (*net)(b.images.to(device));
@@ -332,7 +358,14 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
       pending.push_back({step, epoch, lr, global_loss, ops::argmax(logits.detach()), b.labels});
       ++step;
       ++batch_index;
-      if (int64_t(pending.size()) >= kStepsPerSync) flush();
+      if (epoch_progress.due(batch_index)) {
+        flush();  // the losses so far come back from the device
+        epoch_progress.report({batch_index, loss_sum / double(seen),
+                               100.0 * double(correct) / double(seen), seen, data_seconds,
+                               last_lr});
+      } else if (int64_t(pending.size()) >= kStepsPerSync) {
+        flush();
+      }
     }
     flush();
     stop_if_requested(epoch_name, dir, progress.epochs_done, write_files);
@@ -378,7 +411,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
       }
       std::ofstream(dir + "/summary.csv", std::ios::app) << summary_row(s) << std::flush;
     }
-    if (progress_line) std::cout << "\r\033[K" << std::flush;
+    epoch_progress.finish();
     log << epoch_line(s) << std::endl;
     const std::string report = bad_image_report(*data.train);  // new replacements this epoch
     if (report != train_report) log << report << "\n";

@@ -29,7 +29,7 @@ inline TrainConfig fashion_slice(const std::string& arch, const std::string& nor
   cfg.weight_decay = 5e-4;
   cfg.train_limit = 320;
   cfg.test_limit = 128;
-  cfg.progress = 0;
+  cfg.progress = false;
   cfg.workers = 2;
   cfg.output = out;
   return cfg;

@@ -54,7 +54,7 @@ TEST_CASE("a CIFAR network trains on Fashion-MNIST directly; its checkpoint is t
   cfg.batch_size = 32;
   cfg.train_limit = 64;
   cfg.test_limit = 32;
-  cfg.progress = 0;
+  cfg.progress = false;
   cfg.output = dir.file("run");
   std::ostringstream log;
   const TrainResult r = train(cfg, log);

@@ -28,7 +28,7 @@ TrainConfig slice_config(const std::string& norm) {
   cfg.train_limit = 1024;
   cfg.test_limit = 512;
   cfg.write_files = false;
-  cfg.progress = 0;
+  cfg.progress = false;
   return cfg;
 }
 }  // namespace
