@@ -2,7 +2,7 @@
 # The CPU tests under the sanitizers (CI runs this after the normal tests; docs/reliability.md
 # says what runs where and why):
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (gcc), in the device-emulation
-#                build (one compile for both suites): nd_tests without the [nets]-sized runs, the
+#                build (one compile for both suites): nd_tests without the network-sized runs, the
 #                fuzz regression inputs (nd-fuzz replay test/fuzz) and the crash-safety tests,
 #                whose nd-train is the sanitized one; then the emulator's self-tests and the
 #                nd_cuda_tests cases but the whole networks, at ND_TEST_SMALL=1 sizes in reverse
@@ -42,9 +42,9 @@ for kind in "${kinds[@]}"; do
       export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
       export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       build-asan/bin/nd-fuzz replay test/fuzz
-      # [nets] runs every network at full width: the kernels they use are covered by the op,
-      # gradient and layer tests at small sizes, and those hold most of the suite's time.
-      build-asan/bin/nd_tests "~[nets]"
+      # [nets] and [fidelity] run whole networks at full width: the kernels they use are covered
+      # by the op, gradient and layer tests at small sizes, and those hold most of the suite's time.
+      build-asan/bin/nd_tests "~[nets]~[fidelity]"
       # The emulated CUDA suite: device memory, shared memory and fiber stacks are all host
       # memory here, so ASan sees every kernel's and library stand-in's accesses.
       build-asan/bin/nd_emu_tests

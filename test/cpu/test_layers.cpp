@@ -122,7 +122,8 @@ TEST_CASE("state dicts round-trip and reject mismatches by name", "[layers]") {
   unchanged();
   // Skipped names may be missing, foreign or mismatched, and keep their values.
   extra.erase("1.weight");
-  c->load_state_dict(extra, [](const std::string& n) { return n == "1.weight" || n == "9.weight"; });
+  c->load_state_dict(extra,
+                     [](const std::string& n) { return n == "1.weight" || n == "9.weight"; });
   CHECK(c->state_dict().at("1.weight").to_vector<double>() == before.at("1.weight"));
   for (auto& [name, t] : a->state_dict())
     if (name != "1.weight")

@@ -104,7 +104,8 @@ void check_onednn(const ConvData& d, size_t guard) {
 
   // Tolerances of test_conv_onednn.cpp: float sums against double ones.
   const std::string what = describe(s);
-  auto near = [&](const std::vector<float>& got, const std::vector<double>& want, const char* part) {
+  auto near = [&](const std::vector<float>& got, const std::vector<double>& want,
+                  const char* part) {
     CHECK_ALL_CLOSE(head(got, want.size()), want, 1e-4, 2e-5 * std::max(1.0, max_abs(want)),
                     what << ": " << part);
     INFO(what << ": " << part << " written past its end");
