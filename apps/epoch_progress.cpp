@@ -26,12 +26,13 @@ std::string format_duration(double seconds) {
 std::string progress_line(int64_t epoch, int64_t epochs, int64_t steps, const ProgressSnapshot& s,
                           double elapsed) {
   const double per_step = s.steps_done > 0 ? elapsed / double(s.steps_done) : 0;
+  const double rate = elapsed > 0 ? double(s.images) / elapsed : 0.0;
   char buf[256];
   std::snprintf(buf, sizeof buf,
-                "epoch %lld/%lld  step %lld/%lld  loss %.4f  top1 %.2f%%  %.1f img/s  data %.0f%%  "
+                "epoch %lld/%lld  step %lld/%lld  loss %.4f  top1 %.2f%%  %.*f img/s  data %.0f%%  "
                 "lr %.5g  ETA %s",
                 (long long)epoch, (long long)epochs, (long long)s.steps_done, (long long)steps,
-                s.loss_mean, s.top1, elapsed > 0 ? double(s.images) / elapsed : 0.0,
+                s.loss_mean, s.top1, rate < 100 ? 1 : 0, rate,
                 elapsed > 0 ? 100.0 * std::min(1.0, s.data_seconds / elapsed) : 0.0, s.lr,
                 format_duration(per_step * double(steps - s.steps_done)).c_str());
   return buf;

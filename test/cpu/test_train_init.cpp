@@ -302,6 +302,8 @@ TEST_CASE("progress line format and durations", "[trainer]") {
   s.data_seconds = 5;
   s.lr = 0.0999;
   CHECK(progress_line(3, 20, 391, s, 50) ==
-        "epoch 3/20  step 100/391  loss 1.2346  top1 45.68%  256.0 img/s  data 10%  lr 0.0999  "
+        "epoch 3/20  step 100/391  loss 1.2346  top1 45.68%  256 img/s  data 10%  lr 0.0999  "
         "ETA 2m26s");
+  s.images = 400;  // below 100 img/s: one decimal
+  CHECK(progress_line(3, 20, 391, s, 50).find("  8.0 img/s  ") != std::string::npos);
 }
