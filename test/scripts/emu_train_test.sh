@@ -72,24 +72,26 @@ with open(sys.argv[1], "wb") as f:
 PY
 nets=${ND_EMU_TEST_NETS:-vgg16 resnet18 preact18 densenet121 resnext29_32x4d mobilenetv2 dpn92
                           pnasnetA senet18 efficientnetb0}
-for arch in $nets; do
-  for norm in bn nd; do
-    run="$tmp/w-$arch-$norm"
-    "$bin/nd-train" --dataset cifar10 --data-dir "$tmp/cifar" --arch $arch --norm $norm \
-      --epochs 1 --train-limit 2 --test-limit 2 --batch-size 2 --lr 1e-6 --device cpu \
-      --workers 1 --output "$run" > "$tmp/log" || { cat "$tmp/log"; fail "$arch --norm $norm: no weights"; }
-    for mode in eval train; do
-      flag=(); [ $mode = train ] && flag=(--train-mode)
-      infer=("$bin/nd-infer" --arch $arch --norm $norm --classes 10 --input "$tmp/input.safetensors"
-             --weights "$run/last.safetensors" "${flag[@]}")
-      "${infer[@]}" --device cpu --output "$tmp/y-cpu.safetensors" > "$tmp/log-infer" 2>&1 &&
-        ND_CPU_CONV=ref ND_CPU_DECONV=ref "${infer[@]}" --device cpu \
-          --output "$tmp/y-ref.safetensors" >> "$tmp/log-infer" 2>&1 &&
-        OMP_NUM_THREADS=1 "${infer[@]}" --device cpu --output "$tmp/y-one.safetensors" \
-          >> "$tmp/log-infer" 2>&1 &&
-        "${infer[@]}" --device cuda --output "$tmp/y-cuda.safetensors" >> "$tmp/log-infer" 2>&1 ||
-        { cat "$tmp/log-infer"; fail "nd-infer $arch --norm $norm ($mode)"; }
-      python3 - "$tmp" "$arch $norm $mode" <<'PY' ||
+# One network and norm: its weights, then eval and train mode. The networks run two at a time
+# (each process leaves a core idle much of the time); each writes its own folder and log.
+check_infer() {
+  local arch=$1 norm=$2 out=$tmp/infer-$1-$2 run=$tmp/w-$1-$2 mode flag infer
+  mkdir -p "$out"
+  "$bin/nd-train" --dataset cifar10 --data-dir "$tmp/cifar" --arch $arch --norm $norm \
+    --epochs 1 --train-limit 2 --test-limit 2 --batch-size 2 --lr 1e-6 --device cpu \
+    --workers 1 --output "$run" > "$out/log" || { cat "$out/log"; fail "$arch --norm $norm: no weights"; }
+  for mode in eval train; do
+    flag=(); [ $mode = train ] && flag=(--train-mode)
+    infer=("$bin/nd-infer" --arch $arch --norm $norm --classes 10 --input "$tmp/input.safetensors"
+           --weights "$run/last.safetensors" "${flag[@]}")
+    "${infer[@]}" --device cpu --output "$out/y-cpu.safetensors" > "$out/log-infer" 2>&1 &&
+      ND_CPU_CONV=ref ND_CPU_DECONV=ref "${infer[@]}" --device cpu \
+        --output "$out/y-ref.safetensors" >> "$out/log-infer" 2>&1 &&
+      OMP_NUM_THREADS=1 "${infer[@]}" --device cpu --output "$out/y-one.safetensors" \
+        >> "$out/log-infer" 2>&1 &&
+      "${infer[@]}" --device cuda --output "$out/y-cuda.safetensors" >> "$out/log-infer" 2>&1 ||
+      { cat "$out/log-infer"; fail "nd-infer $arch --norm $norm ($mode)"; }
+    python3 - "$out" "$arch $norm $mode" <<'PY' ||
 import json, struct, sys
 def logits(name):
     data = open(f"{sys.argv[1]}/y-{name}.safetensors", "rb").read()
@@ -109,10 +111,16 @@ print(f"emu_train_test: nd-infer {sys.argv[2]}: max |cuda - cpu| {err:.3g}, cpu 
       f"{spread:.3g}, logits up to {scale:.3g}: {err / bound:.3g} x tolerance")
 sys.exit(0 if err <= bound else 1)
 PY
-        fail "nd-infer $arch --norm $norm ($mode): cuda differs from cpu"
-    done
+      fail "nd-infer $arch --norm $norm ($mode): cuda differs from cpu"
   done
-done
+}
+export -f check_infer fail
+export bin tmp
+for arch in $nets; do for norm in bn nd; do echo "$arch $norm"; done; done |
+  xargs -P "${ND_EMU_JOBS:-2}" -L 1 bash -c 'check_infer "$0" "$1" > "$tmp/infer-$0-$1.log" 2>&1' ||
+  infer_failed=1
+for arch in $nets; do for norm in bn nd; do cat "$tmp/infer-$arch-$norm.log"; done; done
+[ -z "${infer_failed:-}" ] || fail "nd-infer: a network above differs or failed"
 ok "nd-infer: $(echo $nets | wc -w) networks x BN/ND x eval/train, cuda equals cpu"
 
 # 4. Two ranks through the emulator's NCCL against one rank with the global batch.
