@@ -44,13 +44,24 @@ for kind in "${kinds[@]}"; do
       build-asan/bin/nd-fuzz replay test/fuzz
       # [nets] and [fidelity] run whole networks at full width: the kernels they use are covered
       # by the op, gradient and layer tests at small sizes, and those hold most of the suite's time.
-      build-asan/bin/nd_tests "~[nets]~[fidelity]"
+      # One thread (above), so it runs beside the emulated CUDA suites, whose emulator leaves a
+      # core idle much of the time; its log follows theirs.
+      build-asan/bin/nd_tests "~[nets]~[fidelity]" >build-asan/nd_tests.log 2>&1 &
+      cpu_tests=$!
+      trap 'kill "$cpu_tests" 2>/dev/null || true' EXIT
       # The emulated CUDA suite: device memory, shared memory and fiber stacks are all host
       # memory here, so ASan sees every kernel's and library stand-in's accesses.
       build-asan/bin/nd_emu_tests
       # Without the whole networks, as nd_tests above (minutes each in the emulation already).
       ND_TEST_SMALL=1 ND_EMU_ORDER=reverse OMP_WAIT_POLICY=PASSIVE build-asan/bin/nd_cuda_tests \
         "~[nets]"
+      if ! wait "$cpu_tests"; then
+        cat build-asan/nd_tests.log
+        echo "sanitize.sh: nd_tests failed under ASan (log above)" >&2
+        exit 1
+      fi
+      trap - EXIT
+      tail -n 2 build-asan/nd_tests.log
       unset ASAN_OPTIONS UBSAN_OPTIONS
       ;;
     tsan)

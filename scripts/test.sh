@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 bash scripts/build.sh "$@"
 cd build
-ctest --output-on-failure
+# Two at a time: the CPU suite runs beside the shorter script tests (each test makes its own
+# temporary folders, so they do not meet).
+ctest --output-on-failure -j"$(nproc 2>/dev/null || echo 2)"
 cd ..
 bash scripts/test_emu.sh

@@ -3,9 +3,9 @@
 # "Emulation"): the same .cu sources compiled as C++ against the emulator in emu/, built in
 # build-emu/, then
 #   1. the emulator's self-tests (nd_emu_tests: one broken kernel or call per fault class);
-#   2. every nd_cuda_tests case but the whole networks under two thread orders (natural, then
-#      warp: one warp runs ahead of the others between block barriers), and the whole-network
-#      cases (four by default, all 26 under both orders with ND_EMU_NETS=all);
+#   2. every nd_cuda_tests case but the whole networks under two thread orders, side by side
+#      (natural, and warp: one warp runs ahead of the others between block barriers), and the
+#      whole-network cases (four by default, all 26 under both orders with ND_EMU_NETS=all);
 #   3. nd-train and nd-infer on --device cuda against --device cpu, and two NCCL ranks against
 #      one (test/scripts/emu_train_test.sh).
 # scripts/sanitize.sh runs the same suites under AddressSanitizer at ND_TEST_SMALL=1 sizes.
@@ -24,10 +24,20 @@ start=$(date +%s)
 # own threads on a small machine (a quarter of the run time otherwise).
 export OMP_WAIT_POLICY=PASSIVE
 build-emu/bin/nd_emu_tests
-for order in natural warp; do
-  echo "test_emu.sh: nd_cuda_tests without the network cases, thread order $order"
-  ND_EMU_ORDER=$order build-emu/bin/nd_cuda_tests "~[nets]"
-done
+# The two orders side by side (the emulator leaves a core idle much of the time); the warp
+# order's log follows the natural one's.
+echo "test_emu.sh: nd_cuda_tests without the network cases, thread orders natural and warp"
+ND_EMU_ORDER=warp build-emu/bin/nd_cuda_tests "~[nets]" >build-emu/warp-order.log 2>&1 &
+warp_order=$!
+trap 'kill "$warp_order" 2>/dev/null || true' EXIT
+ND_EMU_ORDER=natural build-emu/bin/nd_cuda_tests "~[nets]"
+if ! wait "$warp_order"; then
+  cat build-emu/warp-order.log
+  echo "test_emu.sh: nd_cuda_tests failed in thread order warp (log above)" >&2
+  exit 1
+fi
+trap - EXIT
+echo "thread order warp: $(tail -n 2 build-emu/warp-order.log | tr -s '\n' ' ')"
 # The whole-network cases take minutes each here (deconvolution: Newton-Schulz on 576x576
 # matrices in double); by default a plain and two residual networks run once, in natural order
 # (VGG-16 ND, ResNet-18 BN and ND, PreAct-18 BN with its unused stem), and ND_EMU_NETS=all runs
