@@ -5,6 +5,11 @@
 # so runs table1.sh made are reused and vice versa; finished runs are not trained again, a killed
 # one resumes. Writes OUT/figure3-<dataset>-<arch>-e<epochs>.png and its .csv
 # (scripts/plot_curves.py).
+# EfficientNet-B0: the ND curve is the reference's form of the network (only the stem
+# deconvolved, the blocks with batch norm: nd-train --ref-compat, cell efficientnetb0-ndref-*),
+# the form the paper measured; our form with every convolution deconvolved (cell
+# efficientnetb0-nd-*, Table 1's "all deconvolved" row) is drawn as a third curve. Batch norm is
+# the same network in both forms: one BN curve.
 #
 # Usage: scripts/figure3.sh [--arch vgg16] [--dataset cifar10] [--epochs 20] [--data-dir ROOT]
 #          [--train-limit N] [--test-limit N] [--runs DIR] [--device D] [--out DIR] [--quick]
@@ -59,15 +64,23 @@ extra=()
 [ -n "$test_limit" ] && extra+=(--test-limit "$test_limit")
 
 ensure_nd_train
-for norm in bn nd; do
+curves=()
+for norm in $(table1_norms "$arch"); do
+  # shellcheck disable=SC2046  # norm_flags gives separate words
   run_cell "$runs/$dataset/$arch-$norm-e$epochs-s0" "$epochs" --dataset "$dataset" --arch "$arch" \
-    --norm "$norm" --seed 0 --batch-size 128 --wd 1e-3 --lr 0.1 --momentum 0.9 \
+    $(norm_flags "$norm") --seed 0 --batch-size 128 --wd 1e-3 --lr 0.1 --momentum 0.9 \
     --lr-scheduler cosine "${extra[@]}"
+  case $arch/$norm in
+    */bn) label=BN ;;
+    efficientnetb0/ndref) label="ND (reference form: stem only)" ;;
+    efficientnetb0/nd) label="ND (all deconvolved)" ;;
+    *) label=ND ;;
+  esac
+  curves+=(--run "$label=$runs/$dataset/$arch-$norm-e$epochs-s0")
 done
 cells_failed_exit figure3.sh
 images=""
 [ -n "$train_limit" ] && images=", first $train_limit training images"
-bash scripts/matplotlib.sh scripts/plot_curves.py \
-  --run BN="$runs/$dataset/$arch-bn-e$epochs-s0" --run ND="$runs/$dataset/$arch-nd-e$epochs-s0" \
+bash scripts/matplotlib.sh scripts/plot_curves.py "${curves[@]}" \
   --output "$out/figure3-$dataset-$arch-e$epochs.png" \
   --title "$arch on $dataset$images, batch 128, $epochs epochs: batch norm against deconvolution"

@@ -5,11 +5,12 @@
   tables.py table3 --runs DIR --epochs E --seeds N --out DIR
   tables.py table4 --runs DIR --arch A --dataset D --out DIR
 
-Each table cell is a run directory of nd-train: table1 RUNS/<dataset>/<arch>-<norm>-e<E>-s<seed>,
-table3 RUNS/<arch>-<norm>-e<E>-s<seed>, table4 RUNS/b<batch>. The accuracy of a cell is the test
-top-1 (and top-5) after its last epoch, in summary.csv; its wall time is the sum of the epochs'
-seconds (training and test pass), so a resumed run counts only the time it trained. A cell
-shows `-` until its run has finished, `failed` when nd-train stopped with an error (FAILED in its
+Each table cell is a run directory of nd-train: table1 RUNS/<dataset>/<arch>-<norm>-e<E>-s<seed>
+(<norm> bn, nd, or ndref: EfficientNet-B0's reference form, nd-train --ref-compat), table3
+RUNS/<arch>-<norm>-e<E>-s<seed>, table4 RUNS/b<batch>. The accuracy of a cell is the test top-1
+(and top-5) after its last epoch, in summary.csv; its wall time is the sum of the epochs' seconds
+(training and test pass), so a resumed run counts only the time it trained. A cell shows `-`
+until its run has finished, `failed` when nd-train stopped with an error (FAILED in its
 directory) and `k/N seeds` while only some seeds have finished. Writes table<N>.md and
 table<N>.csv into --out and prints the markdown. The published numbers are in
 scripts/published/ (see its README.md for their sources).
@@ -27,6 +28,20 @@ TABLE1_NETS = [("vgg16", "VGG-16"), ("resnet18", "ResNet-18"), ("preact18", "Pre
                ("densenet121", "DenseNet-121"), ("resnext29_32x4d", "ResNeXt-29"),
                ("mobilenetv2", "MobileNet v2"), ("dpn92", "DPN-92"), ("pnasnetA", "PNASNetA"),
                ("senet18", "SENet-18"), ("efficientnetb0", "EfficientNet")]
+# The rows: (arch, name, label of the ND cells, compared with the published numbers). A cell is
+# RUNS/<dataset>/<arch>-<label>-e<E>-s<seed>, label bn for the BN column. The paper measured
+# EfficientNet-B0 in the reference's form (only the stem deconvolved, the blocks with batch norm:
+# nd-train --ref-compat, label ndref); our form with every convolution deconvolved (label nd) is a
+# row of its own with no published numbers. Its BN cells are the row above's (batch norm builds
+# the same network in both forms), so the CSV holds them once.
+TABLE1_ROWS = ([(arch, name, "ndref" if arch == "efficientnetb0" else "nd", True)
+                for arch, name in TABLE1_NETS] +
+               [("efficientnetb0", "EfficientNet (all deconvolved, ours)", "nd", False)])
+# nd-train's flags of each cell label.
+TABLE1_FLAGS = {"bn": "--norm bn", "nd": "--norm nd", "ndref": "--norm nd --ref-compat"}
+# Parameters of our all-deconvolved EfficientNet-B0 with 10 classes (nd-train --summary), in the
+# published tables' units.
+ALL_DECONVOLVED_SIZE = "2.89M"  # 2,892,193
 TABLE1_EPOCHS = [1, 20, 100]
 PUBLISHED_DATASETS = {"cifar10": "c10", "cifar100": "c100"}
 TABLE3_ROWS = [("vgg11", "none", "VGG-11 simple"), ("vgg11", "bn", "VGG-11 BN"),
@@ -156,15 +171,19 @@ def table1(a):
     paper = {r["net"]: r for r in read_tsv("cifar_table1_paper.tsv")}
     report = {r["net"]: r for r in read_tsv("cifar_table2_reproduction.tsv")}
     epochs = sorted(set(TABLE1_EPOCHS) | set(a.epochs))
-    header = ["dataset", "published_for", "network", "arch", "net_size", "epochs", "norm", "status",
-              "seeds", "ours_top1", "ours_top1_sd", "paper", "report", "ours_minus_paper",
-              "ours_minus_report", "seconds", "images_per_s"]
+    header = ["dataset", "published_for", "network", "arch", "net_size", "epochs", "norm",
+              "nd_train_flags", "status", "seeds", "ours_top1", "ours_top1_sd", "paper", "report",
+              "ours_minus_paper", "ours_minus_report", "seconds", "images_per_s"]
     rows = []
     md = ["# Table 1: CIFAR test accuracy (%), batch norm (BN) against deconvolution (ND)", "",
           "Each cell: **ours** / the paper's Table 1 / the reproduction report's Table 2, then "
           "(ours - paper, ours - report). Ours: test top-1 after the last epoch of a run of that "
           f"many epochs (the reference recipe), mean±sd over {a.seeds} seed(s) "
-          f"(`{a.runs}`). `-`: not run (yet).", ""]
+          f"(`{a.runs}`). `-`: not run (yet). EfficientNet: the reference's form of the network "
+          "(only the stem deconvolved, its blocks with batch norm: `nd-train --ref-compat`), the "
+          "one the published numbers measured; EfficientNet (all deconvolved, ours): every "
+          "convolution deconvolved (nd-train's default), published nowhere; its BN cells are the "
+          "row above's (batch norm is the same network in both forms).", ""]
     times = []
     for dataset in a.datasets:
         key = PUBLISHED_DATASETS.get(dataset, "c10")
@@ -179,32 +198,36 @@ def table1(a):
         times += [f"### {dataset}", "", "| network | " +
                   " | ".join(f"{n} {e}" for e in epochs for n in ("BN", "ND", "ND/BN")) + " |",
                   "|---|" + "---|" * (3 * len(epochs))]
-        for arch, name in TABLE1_NETS:
+        for arch, name, nd_label, published in TABLE1_ROWS:
+            size = paper[arch]["net_size"] if published else ALL_DECONVOLVED_SIZE
             cells, time_cells = [], []
             for e in epochs:
                 seconds = {}
-                for norm in ("bn", "nd"):
-                    cell = collect([os.path.join(a.runs, dataset, f"{arch}-{norm}-e{e}-s{s}")
+                for norm, label in (("bn", "bn"), ("nd", nd_label)):
+                    cell = collect([os.path.join(a.runs, dataset, f"{arch}-{label}-e{e}-s{s}")
                                     for s in range(a.seeds)], e)
+                    seconds[norm] = cell["seconds"]
+                    time_cells.append(num(cell["seconds"], 0))
+                    if not published and norm == "bn":  # the row above's cell
+                        cells.append("as above")
+                        continue
                     pkey = f"{key}_{norm}_{e}"
-                    p = published_value(paper.get(arch), pkey)
-                    r = published_value(report.get(arch), pkey)
+                    p = published_value(paper.get(arch), pkey) if published else None
+                    r = published_value(report.get(arch), pkey) if published else None
                     dp, dr = diff(cell["top1"], p), diff(cell["top1"], r)
                     text = f"{bold(cell)} / {num(p)} / {num(r)}"
                     if dp is not None or dr is not None:
                         text += f" ({signed(dp)}, {signed(dr)})"
                     cells.append(text)
-                    seconds[norm] = cell["seconds"]
-                    time_cells.append(num(cell["seconds"], 0))
-                    rows.append([dataset, "cifar10" if stand_in else dataset, name, arch,
-                                 paper[arch]["net_size"], e, norm, cell["status"], cell["seeds"],
+                    rows.append([dataset, "cifar10" if stand_in else dataset, name, arch, size, e,
+                                 norm, TABLE1_FLAGS[label], cell["status"], cell["seeds"],
                                  csv_number(cell["top1"]), csv_number(cell["top1_sd"]), p, r,
                                  csv_number(dp), csv_number(dr), csv_number(cell["seconds"], 1),
                                  csv_number(cell["images_per_s"], 1)])
                 ratio = (seconds["nd"] / seconds["bn"]
                          if seconds["nd"] is not None and seconds["bn"] else None)
                 time_cells.append(num(ratio, 1))
-            md.append(f"| {name} | {paper[arch]['net_size']} | " + " | ".join(cells) + " |")
+            md.append(f"| {name} | {size} | " + " | ".join(cells) + " |")
             times.append(f"| {name} | " + " | ".join(time_cells) + " |")
         md.append("")
         times.append("")

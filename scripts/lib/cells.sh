@@ -66,6 +66,28 @@ run_cell() {
   rm -f "$dir.err"
 }
 
+# The cells of one network in Table 1 and Figure 3, by their norm label (the <norm> of
+# <arch>-<norm>-e<E>-s<seed>): table1_norms ARCH. EfficientNet-B0 has two deconvolution forms:
+# "ndref", the reference's (only the stem deconvolved, the blocks keep batch norm: nd-train
+# --ref-compat), which the paper's numbers measured, and "nd", ours with every convolution
+# deconvolved (nd-train's default). Its batch-norm network is the same in both forms, so it has
+# one "bn" cell. Every other network: bn and nd (its nd is the reference's form; --ref-compat
+# changes no other network of the table).
+table1_norms() {
+  case $1 in
+    efficientnetb0) echo "bn ndref nd" ;;
+    *) echo "bn nd" ;;
+  esac
+}
+
+# The nd-train flags of a norm label: norm_flags LABEL
+norm_flags() {
+  case $1 in
+    ndref) echo "--norm nd --ref-compat" ;;
+    *) echo "--norm $1" ;;
+  esac
+}
+
 # Comma list -> space list.
 words() {
   echo "${1//,/ }"
