@@ -3,11 +3,17 @@
 # cosine; training pass + test pass), the median over EPOCHS epochs, against the anchors of
 # PyTorch (Debian's CPU build with OpenBLAS, 2 threads, same recipe): 1.4 s per epoch for the
 # plain MLP, 3.5 s with the reference's deconvolution layers (no anchor for batch norm).
-# Usage: bench/fashion_epoch.sh [--norm none|bn] [more nd-train flags]   (EPOCHS=5 by default)
+# Usage: bench/fashion_epoch.sh [--norm none|bn|nd] [more nd-train flags]   (plain MLP without
+# --norm; EPOCHS=5 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x build/bin/nd-train ] || bash scripts/build.sh >/dev/null
 epochs=${EPOCHS:-5}
+# nd-train's own default is batch norm; this benchmark's is the plain MLP of the anchor.
+case " $* " in
+  *" --norm "*) ;;
+  *) set -- --norm none "$@" ;;
+esac
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 ./build/bin/nd-train --dataset fashion-mnist --arch mlp --device cpu --epochs "$epochs" --output "$out" "$@" >/dev/null
