@@ -49,13 +49,24 @@ if [ "${ND_EMU_NETS:-}" = all ]; then
     ND_EMU_ORDER=$order build-emu/bin/nd_cuda_tests "[nets]"
   done
 else
-  echo "test_emu.sh: nd_cuda_tests network cases (four of 26; ND_EMU_NETS=all for all)"
+  # Beside emu_train_test.sh below (its processes leave a core idle much of the time); the
+  # cases' log follows its own.
   nets="cuda the network list covers every reference network"
   for net in "vgg16 --norm nd" "resnet18 --norm bn" "resnet18 --norm nd" "preact18 --norm bn"; do
     nets+=",cuda net $net matches the CPU in forward backward and eval"
   done
-  ND_EMU_ORDER=natural build-emu/bin/nd_cuda_tests "$nets"
+  ND_EMU_ORDER=natural build-emu/bin/nd_cuda_tests "$nets" >build-emu/net-cases.log 2>&1 &
+  net_cases=$!
+  trap 'kill "$net_cases" 2>/dev/null || true' EXIT
 fi
 mpirun=$(command -v mpirun || true)
 bash test/scripts/emu_train_test.sh build-emu/bin "$mpirun"
+if [ -n "${net_cases:-}" ]; then
+  echo "test_emu.sh: nd_cuda_tests network cases (four of 26; ND_EMU_NETS=all for all)"
+  status=0
+  wait "$net_cases" || status=$?
+  trap - EXIT
+  cat build-emu/net-cases.log
+  [ "$status" -eq 0 ] || { echo "test_emu.sh: the network cases failed (log above)" >&2; exit 1; }
+fi
 echo "test_emu.sh: passed in $(($(date +%s) - start)) s"
