@@ -216,7 +216,9 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const bool has_checkpoint =
       fs::exists(dir + "/training_state.safetensors") || fs::exists(dir + "/last.safetensors");
   TrainConfig saved_cfg = cfg;  // what config.json records: the flags and the init weights' digest
-  if (!cfg.init_weights.empty() && !(resuming && has_checkpoint)) {
+  // A resumed run with a checkpoint continues from it; otherwise --init-weights is read now.
+  const bool loads_init_weights = !cfg.init_weights.empty() && !(resuming && has_checkpoint);
+  if (loads_init_weights) {
     // Before anything is written: a file that does not fit leaves no run directory behind.
     const std::string digest = load_init_weights(cfg.init_weights, cfg.init_skip, *net);
     ND_CHECK(cfg.init_weights_sha256.empty() || digest == cfg.init_weights_sha256,
@@ -279,7 +281,7 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
                          ? ", resuming after epoch " + std::to_string(progress.epochs_done)
                          : ", no checkpoint yet: starting from epoch 0"
                    : "")
-      << (!cfg.init_weights.empty() && !(resuming && has_checkpoint)
+      << (loads_init_weights
               ? ", initial weights " + cfg.init_weights +
                     (cfg.init_skip.empty() ? "" : " (but names matching '" + cfg.init_skip + "')")
               : "")
@@ -301,11 +303,13 @@ TrainResult train(const TrainConfig& cfg, std::ostream& log, const std::string& 
   const int64_t last_epoch = cfg.stop_after > 0 ? std::min(cfg.stop_after, cfg.epochs) : cfg.epochs;
   for (int64_t epoch = progress.epochs_done; epoch < last_epoch; ++epoch) {
     const auto t0 = Clock::now();
-    std::vector<int64_t> order(static_cast<size_t>(train_count));
-    if (cfg.no_shuffle)
+    std::vector<int64_t> order;
+    if (cfg.no_shuffle) {
+      order.resize(static_cast<size_t>(train_count));
       std::iota(order.begin(), order.end(), int64_t(0));
-    else
+    } else {
       order = data_gen.permutation(train_count);
+    }
     dp.start_epoch(train_loader, std::move(order), data_gen.next_u64());
     data::Batch b;
     double loss_sum = 0, epoch_lr = 0;
