@@ -8,6 +8,7 @@ packages+=(openmpi-bin libopenmpi-dev)  # data-parallel training and its tests (
 packages+=(libjpeg62-turbo-dev)  # JPEG decoding safe on corrupt files (data/jpeg_decoder.h)
 packages+=(libdnnl-dev libopenblas-openmp-dev)  # CPU convolutions on oneDNN, one OpenMP pool with BLAS
 packages+=(libboost-context-dev)  # the device emulator's fibers (emu/, docs/gpu.md "Emulation")
+packages+=(ccache)  # build/ and build-emu/ share most compiles (CMakeLists.txt, ND_CCACHE)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
