@@ -6,15 +6,22 @@
 #                fuzz regression inputs (nd-fuzz replay test/fuzz) and the crash-safety tests,
 #                whose nd-train is the sanitized one; then the emulator's self-tests and the
 #                nd_cuda_tests cases but the whole networks, at ND_TEST_SMALL=1 sizes in reverse
-#                thread order (docs/gpu.md, "Emulation").
+#                thread order (docs/gpu.md, "Emulation"); ND_EMU_NETS=all adds the whole
+#                networks.
 #   build-tsan/  ThreadSanitizer: nd_thread_tests, the tests of the threaded loader, image folders
 #                and the trainer, crash-safety tests included, without the [nets] and [large]
 #                network-sized runs.
-#   scripts/sanitize.sh [asan|tsan]...   (default: both)
+#   scripts/sanitize.sh [--build-only] [asan|tsan]...   (default: both; --build-only: configure
+#   and build, run nothing)
 # Extra CMake arguments can come through ND_SANITIZE_CMAKE_ARGS. Any sanitizer report fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
+build_only=""
+if [ "${1:-}" = --build-only ]; then
+  build_only=1
+  shift
+fi
 kinds=("$@")
 [ ${#kinds[@]} -gt 0 ] || kinds=(asan tsan)
 
@@ -39,6 +46,7 @@ for kind in "${kinds[@]}"; do
       ND_SANITIZE_CMAKE_ARGS="-DND_CUDA_EMULATION=ON ${ND_SANITIZE_CMAKE_ARGS:-}" \
         configure_and_build build-asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
         nd_tests nd-train nd-fuzz nd_emu_tests nd_cuda_tests
+      [ -z "$build_only" ] || { echo "sanitize.sh: $kind built in $(($(date +%s) - start)) s"; continue; }
       export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
       export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       build-asan/bin/nd-fuzz replay test/fuzz
@@ -52,9 +60,12 @@ for kind in "${kinds[@]}"; do
       # The emulated CUDA suite: device memory, shared memory and fiber stacks are all host
       # memory here, so ASan sees every kernel's and library stand-in's accesses.
       build-asan/bin/nd_emu_tests
-      # Without the whole networks, as nd_tests above (minutes each in the emulation already).
+      # Without the whole networks, as nd_tests above (11 min for the 26 in the unsanitized
+      # emulation already); ND_EMU_NETS=all runs them too.
+      nets="~[nets]"
+      [ "${ND_EMU_NETS:-}" = all ] && nets="*"
       ND_TEST_SMALL=1 ND_EMU_ORDER=reverse OMP_WAIT_POLICY=PASSIVE build-asan/bin/nd_cuda_tests \
-        "~[nets]"
+        "$nets"
       if ! wait "$cpu_tests"; then
         cat build-asan/nd_tests.log
         echo "sanitize.sh: nd_tests failed under ASan (log above)" >&2
@@ -67,6 +78,7 @@ for kind in "${kinds[@]}"; do
     tsan)
       ND_SANITIZE_CMAKE_ARGS="-DND_CUDA=OFF ${ND_SANITIZE_CMAKE_ARGS:-}" \
         configure_and_build build-tsan "-fsanitize=thread" nd_thread_tests nd-train
+      [ -z "$build_only" ] || { echo "sanitize.sh: $kind built in $(($(date +%s) - start)) s"; continue; }
       export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
       build-tsan/bin/nd_thread_tests "~[nets]~[large]"
       unset TSAN_OPTIONS
