@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CPU tests under the sanitizers (CI runs this after the normal tests; docs/reliability.md
-# says what runs where and why):
+# The CPU tests under the sanitizers (CI builds them beside the normal tests and runs them after;
+# docs/reliability.md says what runs where and why):
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (gcc), in the device-emulation
 #                build (one compile for both suites): nd_tests without the network-sized runs, the
 #                fuzz regression inputs (nd-fuzz replay test/fuzz) and the crash-safety tests,
